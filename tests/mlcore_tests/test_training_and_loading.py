@@ -1,0 +1,107 @@
+"""A tiny real training run, and the guarantees around the weights it writes."""
+import json
+import socket
+
+import numpy as np
+import pytest
+
+from mlcore import inference, train
+from mlcore.inference import ModelIntegrityError, Predictor
+from mlcore.network import sha256_of
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """Train on 12 synthetic slices at 71x71 for one step; returns the model folder."""
+    from tests.mlcore_tests.conftest import synthetic_slice
+
+    base = tmp_path_factory.mktemp("tiny")
+    root = base / "data"
+    for c, folder in enumerate(("glioma", "meningioma", "no_tumor", "pituitary")):
+        (root / folder).mkdir(parents=True)
+        for i in range(3):
+            synthetic_slice(500 * c + i, 80).save(root / folder / f"{i}.png")
+    out = base / "model"
+    train.main([str(root), "--weights", "none", "--image-size", "71", "--epochs", "1",
+                "--max-steps-per-epoch", "1", "--batch-size", "4", "--validation-fraction", "0.34",
+                "--output", str(out), "--work-dir", str(base / "work"), "--precision", "float32"])
+    return out
+
+
+def test_a_tiny_training_run_writes_weights_card_and_plots(tiny_model):
+    card = json.loads((tiny_model / "model_card.json").read_text())
+    for key in ("weights_sha256", "data", "split", "hyperparameters", "code_version", "validation_metrics"):
+        assert key in card
+    assert card["split"]["n_validation"] > 0
+    assert card["validation_metrics"]["classification"]["labels"] == ["glioma", "meningioma", "normal", "pituitary"]
+    for plot in card["plots"]:
+        assert (tiny_model / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_trained_model_loads_and_predicts_probabilities(tiny_model, tmp_path):
+    from tests.mlcore_tests.conftest import synthetic_slice
+
+    path = tmp_path / "scan.png"
+    synthetic_slice(9, 90).save(path)
+    result = Predictor(tiny_model).predict([path])[0]
+    assert sum(result.classification.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert sum(result.presence.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert result.model.sha256 == json.loads((tiny_model / "model_card.json").read_text())["weights_sha256"]
+
+
+def _copy(model_dir, tmp_path):
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(model_dir, target)
+    return target
+
+
+def test_tampered_weights_are_refused(tiny_model, tmp_path):
+    model_dir = _copy(tiny_model, tmp_path)
+    weights = model_dir / "neuroscan-xception.weights.npz"
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(ModelIntegrityError, match="SHA-256"):
+        Predictor(model_dir)
+
+
+def test_corrupt_weights_with_a_matching_card_are_refused(tiny_model, tmp_path):
+    model_dir = _copy(tiny_model, tmp_path)
+    weights = model_dir / "neuroscan-xception.weights.npz"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["weights_sha256"] = sha256_of(weights)
+    (model_dir / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError, match="cannot load"):
+        Predictor(model_dir)
+
+
+def test_a_missing_model_card_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelIntegrityError, match="no model card"):
+        Predictor(tmp_path)
+
+
+def test_shipped_model_loads_offline_and_reads_real_scans(shared_data, monkeypatch):
+    """The committed model must classify held-out real scans without any network access."""
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the shipped model tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    card = inference.load_model_card()
+    held_out = (inference.DEFAULT_MODEL_DIR / card["split"]["validation_list"]).read_text().split()
+    picks = {}
+    for rel in held_out:
+        picks.setdefault(rel.split("/")[0], []).append(rel)
+    chosen = [rel for folder in sorted(picks) for rel in picks[folder][:3]]
+    results = Predictor().predict([shared_data / rel for rel in chosen])
+    folder_to_class = {"glioma": "glioma", "meningioma": "meningioma", "notumor": "normal", "pituitary": "pituitary"}
+    for rel, result in zip(chosen, results):
+        expected = folder_to_class[rel.split("/")[0]]
+        assert result.classification.label == expected, rel
+        assert result.presence.label == ("normal" if expected == "normal" else "tumor"), rel
+        assert np.isclose(sum(result.classification.probabilities.values()), 1.0, atol=1e-4)
