@@ -31,6 +31,14 @@ def decode_image(source: ImageSource) -> Image.Image:
         return source
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    if _looks_like_dicom(source):
+        from mlcore.dicom import DicomError, read_frames
+
+        try:
+            # A multi-frame file is split into one Scan per frame at upload; here the first frame is the image.
+            return read_frames(source)[0].image
+        except DicomError as exc:
+            raise UnreadableImageError(str(exc)) from exc
     try:
         with Image.open(source) as image:
             image.load()
@@ -40,6 +48,24 @@ def decode_image(source: ImageSource) -> Image.Image:
         raise UnreadableImageError("image is too large to decode safely") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImageError(f"not a readable image ({exc.__class__.__name__})") from exc
+
+
+def _looks_like_dicom(source) -> bool:
+    """Peek at the DICOM magic without consuming the stream."""
+    from mlcore.dicom import is_dicom
+
+    if isinstance(source, (str, Path)):
+        try:
+            with open(source, "rb") as handle:
+                return is_dicom(handle.read(132))
+        except OSError:
+            return False
+    if hasattr(source, "read") and hasattr(source, "seek"):
+        position = source.tell()
+        head = source.read(132)
+        source.seek(position)
+        return is_dicom(head)
+    return False
 
 
 def to_grayscale_square(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
