@@ -8,7 +8,6 @@ declared sizes themselves can lie.
 """
 from __future__ import annotations
 
-import io
 import stat
 import zipfile
 from dataclasses import dataclass
@@ -109,7 +108,3 @@ def iter_members(fileobj: BinaryIO, limits: ArchiveLimits = ArchiveLimits()) -> 
 
 def is_zip(head: bytes) -> bool:
     return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
-
-
-def open_bytes(data: bytes) -> BinaryIO:
-    return io.BytesIO(data)
