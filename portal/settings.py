@@ -177,6 +177,12 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
 
+# First administrator, created by `manage.py ensure_admin` (bin/run) when none exists.
+# Without a password it prompts on a terminal, or generates one and prints it once.
+PORTAL_ADMIN_USERNAME = env_str("PORTAL_ADMIN_USERNAME", "admin")
+PORTAL_ADMIN_PASSWORD = env_str("PORTAL_ADMIN_PASSWORD")
+PORTAL_ADMIN_EMAIL = env_str("PORTAL_ADMIN_EMAIL")
+
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "neuroscan@localhost")
 
