@@ -1,0 +1,65 @@
+"""Who may see which case. Every case-scoped view goes through here.
+
+Views never filter cases themselves: they call ``cases_for`` (or use
+``CaseAccessMixin``), so a case outside a user's reach answers 404 everywhere
+and its existence is not revealed.
+"""
+from functools import cached_property
+from uuid import UUID
+
+from django.db.models import Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from accounts.mixins import RoleRequiredMixin
+from accounts.models import User
+from diagnosis.models import Case, Scan
+
+
+def cases_for(user: User) -> QuerySet[Case]:
+    """The cases ``user`` may see.
+
+    - administrators (and superusers): every case;
+    - technicians: the cases they created;
+    - radiologists: cases assigned to them, and unassigned cases (the shared
+      worklist any radiologist may pick up);
+    - anyone else, inactive or anonymous users: none.
+    """
+    cases = Case.objects.select_related("patient", "created_by", "assigned_radiologist")
+    if not user.is_authenticated or not user.is_active:
+        return cases.none()
+    if user.is_portal_admin:
+        return cases
+    if user.role == User.Role.TECHNICIAN:
+        return cases.filter(created_by=user)
+    if user.role == User.Role.RADIOLOGIST:
+        return cases.filter(Q(assigned_radiologist=user) | Q(assigned_radiologist__isnull=True))
+    return cases.none()
+
+
+def get_case_for_user(user: User, pk: UUID | str) -> Case:
+    """The case ``pk`` if ``user`` may see it, else Http404."""
+    return get_object_or_404(cases_for(user), pk=pk)
+
+
+def scans_for(user: User) -> QuerySet[Scan]:
+    """Scans of the cases ``user`` may see."""
+    return Scan.objects.filter(case__in=cases_for(user)).select_related("case")
+
+
+class CaseAccessMixin(RoleRequiredMixin):
+    """Scope a view to the cases the user may see.
+
+    Role and permission checks (403) run first, in ``RoleRequiredMixin``; then a
+    case outside ``cases_for`` is a 404. Views whose object is the case use
+    ``get_queryset``; views about something inside a case (upload, review) read
+    ``self.case``, loaded once per request from the ``case_url_kwarg`` URL part.
+    """
+
+    case_url_kwarg = "pk"
+
+    def get_queryset(self) -> QuerySet[Case]:
+        return cases_for(self.request.user)
+
+    @cached_property
+    def case(self) -> Case:
+        return get_case_for_user(self.request.user, self.kwargs[self.case_url_kwarg])

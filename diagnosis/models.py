@@ -1,0 +1,418 @@
+"""Patients, cases, scans, the case history and radiologist reviews.
+
+Every model has a UUID primary key, which is what URLs carry: sequential ids
+would tell an outsider how many patients the clinic has and invite guessing.
+"""
+import uuid
+from datetime import date
+from pathlib import PurePath
+
+from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
+from django.db import models, transaction
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import get_valid_filename
+
+
+class UUIDModel(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    modified = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def short_id(self) -> str:
+        """First block of the UUID: enough to tell records apart on screen."""
+        return str(self.id)[:8]
+
+
+class Patient(UUIDModel):
+    class Sex(models.TextChoices):
+        # The DICOM PatientSex values, so bulk import can map them directly.
+        FEMALE = "F", "Female"
+        MALE = "M", "Male"
+        OTHER = "O", "Other"
+        UNKNOWN = "U", "Unknown"
+
+    record_id = models.CharField(
+        "patient ID",
+        max_length=64,
+        unique=True,
+        help_text="The clinic's medical record number (MRN); unique per patient.",
+    )
+    name = models.CharField(max_length=200)
+    birth_date = models.DateField()
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="patients_created",
+        null=True,
+        blank=True,
+    )
+
+    class Meta:
+        ordering = ("name", "record_id")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.record_id})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("diagnosis:patient-detail", kwargs={"pk": self.pk})
+
+    @property
+    def age(self) -> int:
+        today = date.today()
+        born = self.birth_date
+        return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+class CaseQuerySet(models.QuerySet):
+    def open(self) -> "CaseQuerySet":
+        return self.exclude(status=Case.Status.REVIEWED)
+
+    def awaiting_review(self) -> "CaseQuerySet":
+        return self.filter(status=Case.Status.AWAITING_REVIEW)
+
+    def failed(self) -> "CaseQuerySet":
+        return self.filter(status=Case.Status.FAILED)
+
+
+class InvalidStatusTransition(Exception):
+    """A status change that the case workflow does not allow."""
+
+
+class Case(UUIDModel):
+    """One clinical question about one patient, answered from a set of scans."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        QUEUED = "queued", "Queued for analysis"
+        PROCESSING = "processing", "Processing"
+        AWAITING_REVIEW = "awaiting_review", "Awaiting review"
+        REVIEWED = "reviewed", "Reviewed"
+        FAILED = "failed", "Failed"
+
+    # Which status may follow which. Re-queueing is allowed from every later
+    # state, so that new scans or a re-run of the analysis can start over.
+    TRANSITIONS: dict[str, frozenset[str]] = {
+        Status.DRAFT: frozenset({Status.QUEUED, Status.AWAITING_REVIEW}),
+        Status.QUEUED: frozenset({Status.PROCESSING, Status.FAILED, Status.AWAITING_REVIEW}),
+        Status.PROCESSING: frozenset({Status.AWAITING_REVIEW, Status.FAILED, Status.QUEUED}),
+        Status.AWAITING_REVIEW: frozenset({Status.REVIEWED, Status.QUEUED}),
+        Status.REVIEWED: frozenset({Status.QUEUED, Status.AWAITING_REVIEW}),
+        Status.FAILED: frozenset({Status.QUEUED, Status.AWAITING_REVIEW, Status.REVIEWED}),
+    }
+    # Bootstrap colour per status, so templates never compare raw values.
+    STATUS_CONTEXT: dict[str, str] = {
+        Status.DRAFT: "secondary",
+        Status.QUEUED: "info",
+        Status.PROCESSING: "primary",
+        Status.AWAITING_REVIEW: "warning",
+        Status.REVIEWED: "success",
+        Status.FAILED: "danger",
+    }
+    # A radiologist may sign off once there is something to look at. A failed
+    # analysis does not stop a human from reading the images.
+    REVIEWABLE = frozenset({Status.AWAITING_REVIEW, Status.REVIEWED, Status.FAILED})
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="cases")
+    clinical_question = models.TextField(
+        help_text="Why the scans were taken and what the referring clinician wants to know."
+    )
+    notes = models.TextField(blank=True, help_text="Anything else the radiologist should know.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="cases_created"
+    )
+    assigned_radiologist = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="cases_assigned",
+        limit_choices_to={"role": "radiologist", "is_active": True},
+        help_text="Leave empty to put the case in every radiologist's worklist.",
+    )
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.DRAFT, db_index=True
+    )
+
+    objects = CaseQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created",)
+
+    def __str__(self) -> str:
+        return f"Case {self.short_id} · {self.patient.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("diagnosis:case-detail", kwargs={"pk": self.pk})
+
+    @property
+    def status_context(self) -> str:
+        return self.STATUS_CONTEXT[self.status]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.REVIEWED, self.Status.FAILED)
+
+    @property
+    def is_reviewable(self) -> bool:
+        return self.status in self.REVIEWABLE
+
+    @property
+    def latest_review(self) -> "Review | None":
+        return self.reviews.order_by("-signed_off_at").first()
+
+    def update_status(self, status: str, *, actor=None, message: str = "") -> bool:
+        """Move the case to ``status`` and record a STATUS_CHANGED event.
+
+        The only way a case's status changes. The row is updated only if it still
+        has the status this instance holds, so two processes racing to move the
+        same case cannot both succeed. Returns False (and records nothing) when
+        the case is already in ``status``; raises InvalidStatusTransition when the
+        workflow does not allow the move, or when another process changed the
+        status first.
+        """
+        if status == self.status:
+            return False
+        if status not in self.TRANSITIONS[self.status]:
+            raise InvalidStatusTransition(
+                f"A case cannot go from {self.get_status_display()!r} "
+                f"to {self.Status(status).label!r}."
+            )
+        previous = self.status
+        now = timezone.now()
+        with transaction.atomic():
+            changed = Case.objects.filter(pk=self.pk, status=previous).update(
+                status=status, modified=now
+            )
+            if not changed:
+                raise InvalidStatusTransition(
+                    "The case changed status in the meantime; reload and try again."
+                )
+            CaseEvent.objects.create(
+                case=self,
+                kind=CaseEvent.Kind.STATUS_CHANGED,
+                actor=actor,
+                from_status=previous,
+                to_status=status,
+                message=message
+                or f"Status changed from {self.Status(previous).label} to {self.Status(status).label}.",
+            )
+        self.status = status
+        self.modified = now
+        return True
+
+
+def scan_upload_to(instance: "Scan", filename: str) -> str:
+    """Store at scans/<case-uuid>/<scan-uuid>/<safe-name>.
+
+    Ids in the path keep names from colliding, and the name is reduced to safe
+    characters so an upload can never escape its folder.
+    """
+    name = PurePath(filename.replace("\\", "/")).name
+    try:
+        safe = get_valid_filename(name)[-100:]
+    except SuspiciousFileOperation:
+        safe = ""
+    if not safe or safe.startswith("."):
+        safe = f"scan.{instance.extension}"
+    return f"scans/{instance.case_id}/{instance.id}/{safe}"
+
+
+def thumbnail_upload_to(instance: "Scan", filename: str) -> str:
+    return f"scans/{instance.case_id}/{instance.id}/thumbnail.jpg"
+
+
+class Scan(UUIDModel):
+    """One uploaded image of a case. Files are served only through an access-checked view."""
+
+    class Format(models.TextChoices):
+        PNG = "PNG", "PNG"
+        JPEG = "JPEG", "JPEG"
+
+    EXTENSIONS = {Format.PNG: "png", Format.JPEG: "jpg"}
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="scans")
+    image = models.ImageField(upload_to=scan_upload_to, max_length=255)
+    thumbnail = models.ImageField(upload_to=thumbnail_upload_to, max_length=255, blank=True)
+    original_name = models.CharField(
+        max_length=255, help_text="File name as it was on the uploader's computer."
+    )
+    sha256 = models.CharField(
+        "SHA-256",
+        max_length=64,
+        db_index=True,
+        help_text="Hash of the file's bytes; the same image is stored once per case.",
+    )
+    format = models.CharField(max_length=10, choices=Format.choices)
+    width = models.PositiveIntegerField(help_text="Pixels.")
+    height = models.PositiveIntegerField(help_text="Pixels.")
+    size_bytes = models.PositiveBigIntegerField()
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="scans_uploaded"
+    )
+    uploaded_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ("uploaded_at", "original_name")
+        constraints = [
+            models.UniqueConstraint(fields=("case", "sha256"), name="unique_scan_image_per_case")
+        ]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+    @property
+    def extension(self) -> str:
+        return self.EXTENSIONS.get(self.format, "img")
+
+    @property
+    def dimensions(self) -> str:
+        return f"{self.width}×{self.height}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("diagnosis:scan-file", kwargs={"pk": self.pk})
+
+    def get_thumbnail_url(self) -> str:
+        return reverse("diagnosis:scan-thumbnail", kwargs={"pk": self.pk})
+
+
+class CaseEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("Case history is append-only; events cannot be changed.")
+
+
+class CaseEvent(models.Model):
+    """One line of a case's history: who did what, and when. Append-only."""
+
+    class Kind(models.TextChoices):
+        CREATED = "created", "Case created"
+        UPDATED = "updated", "Case details changed"
+        ASSIGNED = "assigned", "Radiologist assigned"
+        PATIENT_UPDATED = "patient_updated", "Patient details changed"
+        SCAN_UPLOADED = "scan_uploaded", "Scan uploaded"
+        DUPLICATES_SKIPPED = "duplicates_skipped", "Duplicate scans skipped"
+        STATUS_CHANGED = "status_changed", "Status changed"
+        ANALYSIS_QUEUED = "analysis_queued", "Analysis queued"
+        ANALYSIS_STARTED = "analysis_started", "Analysis started"
+        ANALYSIS_FINISHED = "analysis_finished", "Analysis finished"
+        ANALYSIS_FAILED = "analysis_failed", "Analysis failed"
+        REVIEWED = "reviewed", "Reviewed"
+
+    # (Bootstrap colour, Bootstrap icon) per kind for the timeline.
+    DISPLAY: dict[str, tuple[str, str]] = {
+        Kind.CREATED: ("primary", "bi-folder-plus"),
+        Kind.UPDATED: ("secondary", "bi-pencil"),
+        Kind.ASSIGNED: ("info", "bi-person-check"),
+        Kind.PATIENT_UPDATED: ("secondary", "bi-person-vcard"),
+        Kind.SCAN_UPLOADED: ("primary", "bi-image"),
+        Kind.DUPLICATES_SKIPPED: ("warning", "bi-files"),
+        Kind.STATUS_CHANGED: ("secondary", "bi-arrow-right-circle"),
+        Kind.ANALYSIS_QUEUED: ("info", "bi-hourglass-split"),
+        Kind.ANALYSIS_STARTED: ("primary", "bi-cpu"),
+        Kind.ANALYSIS_FINISHED: ("success", "bi-check2-circle"),
+        Kind.ANALYSIS_FAILED: ("danger", "bi-exclamation-octagon"),
+        Kind.REVIEWED: ("success", "bi-clipboard2-check"),
+    }
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=30, choices=Kind.choices, db_index=True)
+    created = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="case_events",
+        help_text="Who did it; empty for the system (for example an analysis worker).",
+    )
+    message = models.CharField(max_length=500)
+    from_status = models.CharField(max_length=20, choices=Case.Status.choices, blank=True)
+    to_status = models.CharField(max_length=20, choices=Case.Status.choices, blank=True)
+    scan = models.ForeignKey(
+        Scan, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+    )
+    data = models.JSONField(default=dict, blank=True, help_text="Details, for audits.")
+
+    objects = CaseEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created",)
+        indexes = [models.Index(fields=("case", "-created"), name="caseevent_case_created")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} · {self.created:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise TypeError("Case history is append-only; events cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Case history is append-only; events cannot be deleted.")
+
+    @property
+    def context(self) -> str:
+        return self.DISPLAY.get(self.kind, ("secondary", "bi-dot"))[0]
+
+    @property
+    def icon(self) -> str:
+        return self.DISPLAY.get(self.kind, ("secondary", "bi-dot"))[1]
+
+
+class Review(UUIDModel):
+    """A radiologist's sign-off on a case. A later review adds a row; none is edited."""
+
+    class Label(models.TextChoices):
+        # Values match mlcore.constants.CLASS_NAMES so agreement with the AI can be
+        # computed directly.
+        GLIOMA = "glioma", "Glioma"
+        MENINGIOMA = "meningioma", "Meningioma"
+        PITUITARY = "pituitary", "Pituitary tumour"
+        NORMAL = "normal", "No tumour"
+        OTHER = "other", "Other finding"
+        NON_DIAGNOSTIC = "non_diagnostic", "Non-diagnostic images"
+
+    class Agreement(models.TextChoices):
+        AGREE = "agree", "Agrees with the AI result"
+        PARTIAL = "partial", "Partly agrees with the AI result"
+        DISAGREE = "disagree", "Disagrees with the AI result"
+        NO_AI_RESULT = "no_ai_result", "No AI result to compare"
+
+    AGREEMENT_CONTEXT: dict[str, str] = {
+        Agreement.AGREE: "success",
+        Agreement.PARTIAL: "warning",
+        Agreement.DISAGREE: "danger",
+        Agreement.NO_AI_RESULT: "secondary",
+    }
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="reviews")
+    final_label = models.CharField(
+        max_length=20,
+        choices=Label.choices,
+        help_text="The radiologist's diagnosis; this, not the AI result, is the case's answer.",
+    )
+    ai_agreement = models.CharField(
+        "agreement with AI", max_length=20, choices=Agreement.choices
+    )
+    findings = models.TextField(help_text="Free-text findings and recommendations.")
+    signed_off_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews_signed"
+    )
+    signed_off_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ("-signed_off_at",)
+
+    def __str__(self) -> str:
+        return f"{self.get_final_label_display()} by {self.signed_off_by}"
+
+    @property
+    def agreement_context(self) -> str:
+        return self.AGREEMENT_CONTEXT[self.ai_agreement]
