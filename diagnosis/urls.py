@@ -1,0 +1,21 @@
+from django.urls import path
+
+from diagnosis import views
+
+app_name = "diagnosis"
+
+urlpatterns = [
+    path("", views.DashboardView.as_view(), name="dashboard"),
+    path("patients/", views.PatientListView.as_view(), name="patient-list"),
+    path("patients/new/", views.PatientCreateView.as_view(), name="patient-create"),
+    path("patients/<uuid:pk>/", views.PatientDetailView.as_view(), name="patient-detail"),
+    path("patients/<uuid:pk>/edit/", views.PatientUpdateView.as_view(), name="patient-update"),
+    path("cases/", views.CaseListView.as_view(), name="case-list"),
+    path("cases/new/", views.CaseCreateView.as_view(), name="case-create"),
+    path("cases/<uuid:pk>/", views.CaseDetailView.as_view(), name="case-detail"),
+    path("cases/<uuid:pk>/edit/", views.CaseUpdateView.as_view(), name="case-update"),
+    path("cases/<uuid:pk>/scans/upload/", views.ScanUploadView.as_view(), name="scan-upload"),
+    path("cases/<uuid:pk>/review/", views.ReviewCreateView.as_view(), name="review-create"),
+    path("scans/<uuid:pk>/file/", views.ScanFileView.as_view(), name="scan-file"),
+    path("scans/<uuid:pk>/thumbnail/", views.ScanThumbnailView.as_view(), name="scan-thumbnail"),
+]
