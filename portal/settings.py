@@ -247,6 +247,14 @@ CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"
 CRISPY_TEMPLATE_PACK = "bootstrap5"
 
 # ---------------------------------------------------------------------------
+# Embedded server (manage.py runportal, started by bin/run)
+# ---------------------------------------------------------------------------
+PORTAL_HOST = env_str("PORTAL_HOST", "127.0.0.1")
+PORTAL_PORT = env_int("PORTAL_PORT", 8000)
+# gunicorn worker processes; each also runs a few threads for slow uploads.
+PORTAL_WEB_WORKERS = env_int("PORTAL_WEB_WORKERS", 2)
+
+# ---------------------------------------------------------------------------
 # Machine learning
 # ---------------------------------------------------------------------------
 # Folder holding the shipped model (weights + model card); see mlcore/README in README.md.
@@ -261,4 +269,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Axes announces itself at INFO in every process; its lockout messages are warnings.
+    "loggers": {"axes.apps": {"level": "WARNING"}},
 }
