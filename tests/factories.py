@@ -1,0 +1,139 @@
+"""Small helpers that build test data. Images are made here with Pillow, never copied in."""
+import io
+import itertools
+import os
+import struct
+import zlib
+from datetime import date
+from pathlib import Path
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image, ImageDraw
+
+from accounts.models import User
+from diagnosis.models import Case, Patient, Scan
+from diagnosis.services import do_add_scans
+from diagnosis.validators import validate_scan_file
+
+PASSWORD = "correct horse battery staple"
+_counter = itertools.count(1)
+
+
+def make_user(username: str | None = None, *, role: str = User.Role.TECHNICIAN, **fields) -> User:
+    username = username or f"user{next(_counter)}"
+    user = User(username=username, role=role, **fields)
+    user.set_password(PASSWORD)
+    user.save()
+    return user
+
+
+def make_patient(**fields) -> Patient:
+    n = next(_counter)
+    defaults = {
+        "record_id": f"MRN-{n:05d}",
+        "name": f"Patient {n}",
+        "birth_date": date(1970, 1, 1),
+        "sex": Patient.Sex.FEMALE,
+    }
+    return Patient.objects.create(**{**defaults, **fields})
+
+
+def make_case(
+    *,
+    created_by: User,
+    patient: Patient | None = None,
+    assigned_radiologist: User | None = None,
+    status: str = Case.Status.DRAFT,
+    **fields,
+) -> Case:
+    """A case row in any status, written directly: quick bulk data with no history.
+    Tests about history use the ``case`` fixture or the services instead."""
+    return Case.objects.create(
+        patient=patient or make_patient(),
+        created_by=created_by,
+        assigned_radiologist=assigned_radiologist,
+        status=status,
+        clinical_question=fields.pop("clinical_question", "Rule out a mass lesion."),
+        **fields,
+    )
+
+
+def image_bytes(
+    fmt: str = "PNG", size: tuple[int, int] = (64, 64), mode: str = "L", seed: int = 0
+) -> bytes:
+    """A small synthetic 'scan': a bright disc whose position depends on ``seed``."""
+    image = Image.new(mode, size, 0)
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    offset = seed % max(1, w // 4)
+    draw.ellipse((w // 8 + offset, h // 8, w // 2 + offset, h // 2), fill=200 if mode == "L" else (200, 180, 160))
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def png_upload(name: str = "scan.png", **kwargs) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, image_bytes("PNG", **kwargs), content_type="image/png")
+
+
+def jpeg_upload(name: str = "scan.jpg", **kwargs) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, image_bytes("JPEG", **kwargs), content_type="image/jpeg")
+
+
+def truncated_png_upload(name: str = "broken.png") -> SimpleUploadedFile:
+    """A real PNG cut off half-way, as after an interrupted copy."""
+    data = image_bytes("PNG", size=(128, 128), seed=3)
+    return SimpleUploadedFile(name, data[: len(data) // 2], content_type="image/png")
+
+
+def text_upload(name: str = "notes.png") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, b"Patient notes, not an image.\n" * 20, content_type="image/png")
+
+
+def noise_png_upload(name: str = "big.png", size: tuple[int, int] = (1200, 1000)) -> SimpleUploadedFile:
+    """Random pixels do not compress, so the file is about width x height bytes."""
+    image = Image.frombytes("L", size, os.urandom(size[0] * size[1]))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return SimpleUploadedFile(name, out.getvalue(), content_type="image/png")
+
+
+def bomb_png_upload(name: str = "bomb.png", side: int = 4000) -> SimpleUploadedFile:
+    """A valid PNG of ``side``² black pixels: a few KB that decode to side² bytes."""
+    out = io.BytesIO()
+    Image.new("1", (side, side), 0).save(out, format="PNG", optimize=True)
+    return SimpleUploadedFile(name, out.getvalue(), content_type="image/png")
+
+
+def huge_header_png_upload(name: str = "huge.png", side: int = 100_000) -> SimpleUploadedFile:
+    """A PNG whose header claims side² pixels (10 gigapixels) with almost no data."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + tag
+            + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+    return SimpleUploadedFile(name, data, content_type="image/png")
+
+
+def make_scan(case: Case, *, uploaded_by: User, upload: SimpleUploadedFile | None = None) -> Scan:
+    """Store a scan through the real validation and service."""
+    upload = upload or png_upload(seed=next(_counter))
+    result = do_add_scans(case=case, scans=[validate_scan_file(upload)], user=uploaded_by)
+    return result.added[0]
+
+
+def stored_files(root: Path) -> list[Path]:
+    """Every file under ``root`` (the test's MEDIA_ROOT)."""
+    root = Path(root)
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
