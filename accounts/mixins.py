@@ -35,4 +35,12 @@ class RoleRequiredMixin(AccessMixin):
             return self.handle_no_permission()
         if not self.has_role_access(request.user):
             raise PermissionDenied
+        self.check_object_access()
         return super().dispatch(request, *args, **kwargs)
+
+    def check_object_access(self) -> None:
+        """Hook: raise Http404 for an object outside the user's reach.
+
+        Runs before the handler, so nothing (form validation, image decoding) is
+        done for a request that is going to be refused anyway.
+        """

@@ -50,16 +50,22 @@ class CaseAccessMixin(RoleRequiredMixin):
     """Scope a view to the cases the user may see.
 
     Role and permission checks (403) run first, in ``RoleRequiredMixin``; then a
-    case outside ``cases_for`` is a 404. Views whose object is the case use
-    ``get_queryset``; views about something inside a case (upload, review) read
-    ``self.case``, loaded once per request from the ``case_url_kwarg`` URL part.
+    case outside ``cases_for`` is a 404, before the view does any work. The case
+    is loaded once per request from the ``case_url_kwarg`` URL part and is both
+    ``self.case`` and, for detail and edit views, the view's object.
     """
 
     case_url_kwarg = "pk"
 
-    def get_queryset(self) -> QuerySet[Case]:
-        return cases_for(self.request.user)
+    def check_object_access(self) -> None:
+        self.case  # noqa: B018 - loading it raises Http404 for outsiders
 
     @cached_property
     def case(self) -> Case:
         return get_case_for_user(self.request.user, self.kwargs[self.case_url_kwarg])
+
+    def get_queryset(self) -> QuerySet[Case]:
+        return cases_for(self.request.user)
+
+    def get_object(self, queryset=None) -> Case:
+        return self.case

@@ -189,8 +189,9 @@ class CaseUpdateView(CaseAccessMixin, UpdateView):
     context_object_name = "case"
 
     def form_valid(self, form: CaseForm) -> HttpResponse:
-        # Reload the stored case; the form has already changed self.object in memory.
-        case = self.get_object()
+        # The form has already changed self.object in memory; the service compares
+        # against the stored row.
+        case = Case.objects.get(pk=self.object.pk)
         try:
             do_update_case(case=case, user=self.request.user, **form.cleaned_data)
         except ServiceError as exc:

@@ -152,3 +152,14 @@ def test_new_scans_after_sign_off_send_the_case_back_for_review(client_for, revi
     )
     reviewable_case.refresh_from_db()
     assert reviewable_case.status == Case.Status.AWAITING_REVIEW
+
+
+def test_an_outsider_is_refused_before_any_file_is_read(client_for, dave, case, monkeypatch):
+    import diagnosis.forms
+
+    def fail(file):
+        raise AssertionError("validated a file for a user who cannot see the case")
+
+    monkeypatch.setattr(diagnosis.forms, "validate_scan_file", fail)
+    response = client_for(dave).post(reverse("diagnosis:scan-upload", kwargs={"pk": case.pk}), {"images": [png_upload()]})
+    assert response.status_code == 404
