@@ -234,8 +234,14 @@ class Scan(UUIDModel):
     class Format(models.TextChoices):
         PNG = "PNG", "PNG"
         JPEG = "JPEG", "JPEG"
+        # A frame of a DICOM file. The stored file is a lossless PNG of the frame as the
+        # models see it (rescaled, windowed, MONOCHROME1 inverted), not the DICOM file:
+        # the original carries identifying tags (address, institution, physicians,
+        # private tags) the portal must not keep. The PACS stays the archive of record.
+        DICOM = "DICOM", "DICOM"
 
-    EXTENSIONS = {Format.PNG: "png", Format.JPEG: "jpg"}
+    EXTENSIONS = {Format.PNG: "png", Format.JPEG: "jpg", Format.DICOM: "png"}
+    CONTENT_TYPES = {Format.PNG: "image/png", Format.JPEG: "image/jpeg", Format.DICOM: "image/png"}
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="scans")
     image = models.ImageField(upload_to=scan_upload_to, max_length=255)
@@ -247,7 +253,8 @@ class Scan(UUIDModel):
         "SHA-256",
         max_length=64,
         db_index=True,
-        help_text="Hash of the file's bytes; the same image is stored once per case.",
+        help_text="Hash of the stored file's bytes (for DICOM, of the frame's PNG); the same "
+        "image is stored once per case.",
     )
     format = models.CharField(max_length=10, choices=Format.choices)
     width = models.PositiveIntegerField(help_text="Pixels.")
@@ -257,9 +264,43 @@ class Scan(UUIDModel):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="scans_uploaded"
     )
     uploaded_at = models.DateTimeField(default=timezone.now, editable=False)
+    upload_batch = models.ForeignKey(
+        "UploadBatch",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="scans",
+        help_text="The bulk upload or import that brought this scan in, if any.",
+    )
+
+    # DICOM provenance, empty for PNG and JPEG uploads. Patient identity is never
+    # copied here: it lives in the Patient record only.
+    study_uid = models.CharField("study instance UID", max_length=64, blank=True, db_index=True)
+    series_uid = models.CharField("series instance UID", max_length=64, blank=True)
+    sop_instance_uid = models.CharField("SOP instance UID", max_length=64, blank=True)
+    modality = models.CharField(max_length=16, blank=True)
+    series_description = models.CharField(max_length=200, blank=True)
+    instance_number = models.IntegerField(
+        null=True, blank=True, help_text="DICOM InstanceNumber: the slice's place in its series."
+    )
+    frame = models.PositiveIntegerField(
+        null=True, blank=True, help_text="0-based frame index within a multi-frame DICOM file."
+    )
+    frame_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Frames in the DICOM file this scan came from."
+    )
+    slice_position = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="DICOM ImagePositionPatient [x, y, z] in mm: where the slice lies in the patient.",
+    )
+    slice_location = models.FloatField(
+        null=True, blank=True, help_text="DICOM SliceLocation in mm, when the scanner wrote it."
+    )
 
     class Meta:
-        ordering = ("uploaded_at", "original_name")
+        # A study's slices in scanner order; PNG/JPEG uploads have no series and sort by name.
+        ordering = ("uploaded_at", "series_uid", "instance_number", "frame", "original_name")
         constraints = [
             models.UniqueConstraint(fields=("case", "sha256"), name="unique_scan_image_per_case")
         ]
@@ -275,11 +316,100 @@ class Scan(UUIDModel):
     def dimensions(self) -> str:
         return f"{self.width}×{self.height}"
 
+    @property
+    def content_type(self) -> str:
+        """MIME type of the stored file (DICOM frames are stored as PNG)."""
+        return self.CONTENT_TYPES.get(self.format, "application/octet-stream")
+
+    @property
+    def download_name(self) -> str:
+        """File name for downloads: the original, or for a DICOM frame a .png name that says so."""
+        if self.format != self.Format.DICOM:
+            return self.original_name
+        stem = PurePath(self.original_name.replace("\\", "/")).stem or "dicom"
+        if self.frame_count and self.frame_count > 1:
+            stem = f"{stem}_frame{(self.frame or 0) + 1:04d}"
+        return f"{stem}.png"
+
+    @property
+    def frame_label(self) -> str:
+        """'frame 3 of 20' for a frame of a multi-frame DICOM file, else ''."""
+        if self.frame_count and self.frame_count > 1:
+            return f"frame {(self.frame or 0) + 1} of {self.frame_count}"
+        return ""
+
     def get_absolute_url(self) -> str:
         return reverse("diagnosis:scan-file", kwargs={"pk": self.pk})
 
     def get_thumbnail_url(self) -> str:
         return reverse("diagnosis:scan-thumbnail", kwargs={"pk": self.pk})
+
+
+class UploadBatch(UUIDModel):
+    """One bulk upload (or ``import_study`` run) into a case, with what became of each file.
+
+    ``report`` holds one entry per file, archive member or DICOM frame, in the order
+    they were read::
+
+        {"name": "study.zip/SE2/IM0001.dcm", "outcome": "accepted" | "rejected" | "duplicate",
+         "reason": "...", "scan": "<uuid>" | None, "same_as": "<uuid>" | None}
+
+    The counts are kept next to it so lists never have to load the report. Entries
+    are only ever appended: a web upload may arrive in several requests.
+    """
+
+    class Source(models.TextChoices):
+        WEB = "web", "Bulk upload page"
+        COMMAND = "command", "import_study command"
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+        DUPLICATE = "duplicate", "Duplicate skipped"
+
+    OUTCOME_CONTEXT: dict[str, str] = {
+        Outcome.ACCEPTED: "success",
+        Outcome.REJECTED: "danger",
+        Outcome.DUPLICATE: "warning",
+    }
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="upload_batches")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="upload_batches"
+    )
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.WEB)
+    files_received = models.PositiveIntegerField(
+        default=0, help_text="Files and archive members looked at (folders and OS clutter excluded)."
+    )
+    accepted_count = models.PositiveIntegerField(default=0, help_text="Scans stored.")
+    rejected_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=list, blank=True)
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last file was processed; empty while receiving."
+    )
+
+    class Meta:
+        ordering = ("-created",)
+        verbose_name_plural = "upload batches"
+
+    def __str__(self) -> str:
+        return f"Upload {self.short_id} · {self.accepted_count} scan(s) to {self.case}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("diagnosis:upload-detail", kwargs={"pk": self.pk})
+
+    @property
+    def total_entries(self) -> int:
+        return self.accepted_count + self.rejected_count + self.duplicate_count
+
+    def entries(self, outcome: str | None = None) -> list[dict]:
+        """Report entries, optionally only those with ``outcome``, each with a display colour."""
+        return [
+            {**entry, "context": self.OUTCOME_CONTEXT.get(entry["outcome"], "secondary")}
+            for entry in self.report
+            if outcome is None or entry["outcome"] == outcome
+        ]
 
 
 class CaseEventQuerySet(models.QuerySet):

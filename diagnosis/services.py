@@ -17,7 +17,7 @@ from django.utils import timezone
 from PIL import Image, ImageOps
 
 from accounts.models import User
-from diagnosis.models import Case, CaseEvent, Patient, Review, Scan
+from diagnosis.models import Case, CaseEvent, Patient, Review, Scan, UploadBatch
 from diagnosis.validators import ValidatedScan
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,13 @@ def _delete_files(scans: Sequence[Scan]) -> None:
             scan.thumbnail.delete(save=False)
 
 
-def do_add_scans(*, case: Case, scans: Sequence[ValidatedScan], user: User) -> ScanBatchResult:
+def do_add_scans(
+    *,
+    case: Case,
+    scans: Sequence[ValidatedScan],
+    user: User,
+    batch: UploadBatch | None = None,
+) -> ScanBatchResult:
     """Store validated uploads on ``case``, skipping images it already has.
 
     A file whose SHA-256 matches a scan of the case (or an earlier file of the
@@ -230,7 +236,7 @@ def do_add_scans(*, case: Case, scans: Sequence[ValidatedScan], user: User) -> S
     once in the history. Files are written before the database transaction so
     that SQLite's write lock is held only for the short row inserts; if anything
     fails, the files written so far are removed again, so a failed upload leaves
-    nothing behind.
+    nothing behind. ``batch``, when given, is the bulk upload the scans belong to.
     """
     result = ScanBatchResult()
     stored = {
@@ -263,9 +269,11 @@ def do_add_scans(*, case: Case, scans: Sequence[ValidatedScan], user: User) -> S
                 size_bytes=info.size_bytes,
                 uploaded_by=user,
                 uploaded_at=now,
+                upload_batch=batch,
+                **info.dicom,
             )
             prepared.append(scan)
-            scan.image.save(upload.name, upload.file, save=False)
+            scan.image.save(upload.storage_name, upload.file, save=False)
             scan.thumbnail.save(
                 "thumbnail.jpg", ContentFile(make_thumbnail(upload.file)), save=False
             )

@@ -253,8 +253,9 @@ class ScanFileView(ScanFileMixin, View):
             handle = scan.image.open("rb")
         except FileNotFoundError:
             raise Http404("The image file is missing from storage.") from None
-        content_type = "image/png" if scan.format == Scan.Format.PNG else "image/jpeg"
-        response = FileResponse(handle, content_type=content_type, filename=scan.original_name)
+        response = FileResponse(
+            handle, content_type=scan.content_type, filename=scan.download_name
+        )
         return self.private(response)
 
 

@@ -243,6 +243,18 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 
 DATA_UPLOAD_MAX_NUMBER_FILES = DIAGNOSIS_MAX_FILES_PER_UPLOAD
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
+# Bulk upload and import_study (diagnosis/bulk.py): DICOM files and .zip studies.
+# A multi-frame DICOM file can hold a whole series, so it has its own, larger limit;
+# its decoded pixels may use at most 4x this much memory (decompression-bomb guard).
+DIAGNOSIS_MAX_DICOM_MB = env_int("DIAGNOSIS_MAX_DICOM_MB", 100)
+# Size of an uploaded .zip as sent (it is streamed to a temporary file, never held in memory).
+DIAGNOSIS_MAX_ARCHIVE_MB = env_int("DIAGNOSIS_MAX_ARCHIVE_MB", 2048)
+# What a .zip may expand to: refused as a whole when it has too many files or too
+# many bytes; a member compressed more than the ratio is refused as a zip bomb.
+DIAGNOSIS_ARCHIVE_MAX_MEMBERS = env_int("DIAGNOSIS_ARCHIVE_MAX_MEMBERS", 2000)
+DIAGNOSIS_ARCHIVE_MAX_TOTAL_MB = env_int("DIAGNOSIS_ARCHIVE_MAX_TOTAL_MB", 4096)
+DIAGNOSIS_ARCHIVE_MAX_RATIO = env_int("DIAGNOSIS_ARCHIVE_MAX_RATIO", 100)
+
 CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"
 CRISPY_TEMPLATE_PACK = "bootstrap5"
 
