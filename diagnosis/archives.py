@@ -47,6 +47,21 @@ class ArchiveMember:
             raise ArchiveError(f"{self.name}: expands beyond its declared size (zip bomb)")
         return data
 
+    def copy_to(self, destination: BinaryIO, limit: int, chunk_size: int = 1024 * 1024) -> int:
+        """Stream the member into ``destination`` a chunk at a time; returns the bytes written.
+
+        Same caps as :meth:`read`, without holding the whole member in memory.
+        """
+        cap = min(limit, self.size)
+        written = 0
+        with self._archive.open(self._info) as stream:
+            while chunk := stream.read(min(chunk_size, cap + 1 - written)):
+                written += len(chunk)
+                if written > cap:
+                    raise ArchiveError(f"{self.name}: expands beyond its declared size (zip bomb)")
+                destination.write(chunk)
+        return written
+
 
 def safe_member_name(raw: str) -> str | None:
     """A relative POSIX path inside the archive, or None if it would escape it."""

@@ -67,6 +67,33 @@ def _text(dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _patient(dataset) -> dict:
+    return {
+        "record_id": _text(dataset, "PatientID"),
+        "name": _text(dataset, "PatientName").replace("^", " ").strip(),
+        "birth_date": _text(dataset, "PatientBirthDate"),
+        "sex": _text(dataset, "PatientSex"),
+    }
+
+
+def read_patient(source: DicomSource) -> dict:
+    """The patient a DICOM file names (record_id, name, birth_date YYYYMMDD, sex).
+
+    Reads the header only, so it is cheap even for a large multi-frame file.
+    Raises DicomError if the file is not readable DICOM.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        dataset = pydicom.dcmread(source, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise DicomError(f"not a readable DICOM file ({exc.__class__.__name__})") from exc
+    return _patient(dataset)
+
+
 def read_frames(source: DicomSource) -> list[DicomSlice]:
     """Decode every frame of an MR DICOM file.
 
@@ -118,12 +145,7 @@ def read_frames(source: DicomSource) -> list[DicomSlice]:
         "photometric": photometric,
         "frames": frames_count,
     }
-    patient = {
-        "record_id": _text(dataset, "PatientID"),
-        "name": _text(dataset, "PatientName").replace("^", " ").strip(),
-        "birth_date": _text(dataset, "PatientBirthDate"),
-        "sex": _text(dataset, "PatientSex"),
-    }
+    patient = _patient(dataset)
     slices = []
     for index, frame in enumerate(frames):
         gray = _window(frame, dataset)
