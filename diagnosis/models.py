@@ -144,6 +144,7 @@ class Case(UUIDModel):
 
     class Meta:
         ordering = ("-created",)
+        permissions = [("rerun_analysis", "Can re-run the automatic analysis of a case")]
 
     def __str__(self) -> str:
         return f"Case {self.short_id} · {self.patient.name}"
@@ -429,6 +430,7 @@ class CaseEvent(models.Model):
         DUPLICATES_SKIPPED = "duplicates_skipped", "Duplicate scans skipped"
         STATUS_CHANGED = "status_changed", "Status changed"
         ANALYSIS_QUEUED = "analysis_queued", "Analysis queued"
+        ANALYSIS_DELAYED = "analysis_delayed", "Analysis delayed"
         ANALYSIS_STARTED = "analysis_started", "Analysis started"
         ANALYSIS_FINISHED = "analysis_finished", "Analysis finished"
         ANALYSIS_FAILED = "analysis_failed", "Analysis failed"
@@ -444,6 +446,7 @@ class CaseEvent(models.Model):
         Kind.DUPLICATES_SKIPPED: ("warning", "bi-files"),
         Kind.STATUS_CHANGED: ("secondary", "bi-arrow-right-circle"),
         Kind.ANALYSIS_QUEUED: ("info", "bi-hourglass-split"),
+        Kind.ANALYSIS_DELAYED: ("warning", "bi-pause-circle"),
         Kind.ANALYSIS_STARTED: ("primary", "bi-cpu"),
         Kind.ANALYSIS_FINISHED: ("success", "bi-check2-circle"),
         Kind.ANALYSIS_FAILED: ("danger", "bi-exclamation-octagon"),
@@ -546,3 +549,188 @@ class Review(UUIDModel):
     @property
     def agreement_context(self) -> str:
         return self.AGREEMENT_CONTEXT[self.ai_agreement]
+
+
+class AnalysisRun(UUIDModel):
+    """One request to analyse scans of a case: the scans of an upload, or a re-run of all.
+
+    The automatic analysis writes one ``Prediction`` per scan and stage into its
+    run. A re-run (after a model update, say) adds a run and leaves the earlier
+    ones as they were, so the case keeps what every model version said.
+    """
+
+    class Reason(models.TextChoices):
+        UPLOAD = "upload", "New scans"
+        RERUN = "rerun", "Re-run requested"
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="analysis_runs")
+    reason = models.CharField(max_length=10, choices=Reason.choices, default=Reason.UPLOAD)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="analysis_runs",
+    )
+    enqueued_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the work was last handed to the message broker; empty while the "
+        "broker could not be reached (the periodic sweep hands it over later).",
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last result of the run was written."
+    )
+
+    class Meta:
+        ordering = ("-created",)
+
+    def __str__(self) -> str:
+        return f"Analysis {self.short_id} of case {self.case.short_id}"
+
+    @property
+    def finished(self) -> bool:
+        return self.completed_at is not None
+
+
+class PredictionQuerySet(models.QuerySet):
+    def outstanding(self) -> "PredictionQuerySet":
+        """Rows a worker still has to write: waiting, or claimed and running."""
+        return self.filter(status__in=Prediction.OUTSTANDING)
+
+
+class Prediction(UUIDModel):
+    """What one stage of the model said about one scan, in one analysis run.
+
+    A row is created PENDING when the run is queued, claimed (STARTED) by a
+    worker, and then written once, SUCCESS or FAILURE. It is never written
+    again: a re-run adds rows in a new run. The unique constraint means a
+    redelivered or repeated task can never add a second result.
+    """
+
+    class Stage(models.TextChoices):
+        # Alphabetical order matches the pipeline order, so ordering by stage works.
+        PRESENCE = "presence", "Tumour presence"
+        TYPE = "type", "Tumour type"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        STARTED = "started", "Running"
+        SUCCESS = "success", "Done"
+        FAILURE = "failure", "Failed"
+
+    OUTSTANDING = (Status.PENDING, Status.STARTED)
+    STATUS_CONTEXT: dict[str, str] = {
+        Status.PENDING: "secondary",
+        Status.STARTED: "primary",
+        Status.SUCCESS: "success",
+        Status.FAILURE: "danger",
+    }
+    # Display names of the model's labels (mlcore.constants.PRESENCE_LABELS and
+    # CLASS_NAMES). Kept here so the web code never imports the ML package.
+    LABEL_NAMES: dict[str, str] = {
+        "normal": "No tumour",
+        "tumor": "Tumour",
+        "glioma": "Glioma",
+        "meningioma": "Meningioma",
+        "pituitary": "Pituitary tumour",
+    }
+
+    run = models.ForeignKey(AnalysisRun, on_delete=models.CASCADE, related_name="predictions")
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="predictions")
+    stage = models.CharField(max_length=10, choices=Stage.choices)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    label = models.CharField(max_length=20, blank=True, help_text="The most probable label.")
+    probabilities = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Probability of every label of the stage, as the model gave them.",
+    )
+    model_name = models.CharField(max_length=100, blank=True)
+    model_version = models.CharField(max_length=50, blank=True)
+    model_sha256 = models.CharField(
+        "weights SHA-256", max_length=64, blank=True, help_text="Hash of the weights file used."
+    )
+    seconds = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Wall time this stage spent on this scan: its share of its batch's image "
+        "decoding and forward pass.",
+    )
+    shared_forward_pass = models.BooleanField(
+        default=False,
+        help_text="Both stages are heads of one network: stage 2 reused the forward pass of "
+        "stage 1 on the same worker, so its time is only the look-up.",
+    )
+    worker = models.CharField(max_length=255, blank=True, help_text="Celery worker that ran it.")
+    task_id = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Celery task that claimed it. A message redelivered after a worker died "
+        "keeps its id, so it may finish what it had claimed.",
+    )
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker claimed it; above 1 after a redelivery."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+
+    objects = PredictionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("run__created", "scan__uploaded_at", "scan__original_name", "stage")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("run", "scan", "stage"), name="one_prediction_per_run_scan_stage"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_stage_display()} of {self.scan} · {self.get_status_display()}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.SUCCESS, self.Status.FAILURE)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == self.Status.SUCCESS
+
+    @property
+    def failed(self) -> bool:
+        return self.status == self.Status.FAILURE
+
+    @property
+    def status_context(self) -> str:
+        return self.STATUS_CONTEXT[self.status]
+
+    @property
+    def label_display(self) -> str:
+        return self.LABEL_NAMES.get(self.label, self.label)
+
+    @property
+    def confidence(self) -> float | None:
+        return self.probabilities.get(self.label) if self.label else None
+
+    @property
+    def is_tumour(self) -> bool:
+        """Stage 1 said a tumour is present (drives the verdict's colour)."""
+        return self.stage == self.Stage.PRESENCE and self.label == "tumor"
+
+    @property
+    def bars(self) -> list[dict]:
+        """Every label with its probability, in the model's order, for the probability bars."""
+        return [
+            {
+                "label": label,
+                "name": self.LABEL_NAMES.get(label, label),
+                "probability": probability,
+                "percent": round(100 * probability, 1),
+                "winner": label == self.label,
+            }
+            for label, probability in self.probabilities.items()
+        ]
