@@ -121,5 +121,20 @@ def iter_members(fileobj: BinaryIO, limits: ArchiveLimits = ArchiveLimits()) -> 
             yield ArchiveMember(name, info.file_size, _archive=archive, _info=info)
 
 
+def count_files(fileobj: BinaryIO) -> int:
+    """How many members :func:`iter_members` yields (for progress bars); 0 if not a zip."""
+    try:
+        archive = zipfile.ZipFile(fileobj)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return 0
+    count = 0
+    for info in archive.infolist():
+        if info.is_dir():
+            continue
+        name = safe_member_name(info.filename)
+        count += name is None or not _skipped(name)
+    return count
+
+
 def is_zip(head: bytes) -> bool:
     return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")

@@ -340,6 +340,48 @@ def do_add_scan(*, case: Case, scan: ValidatedScan, user: User) -> Scan | None:
 
 
 # ---------------------------------------------------------------------------
+# Upload batches (bulk upload and import_study; the file handling is in diagnosis/bulk.py)
+# ---------------------------------------------------------------------------
+def do_create_upload_batch(
+    *, case: Case, user: User, source: str = UploadBatch.Source.WEB
+) -> UploadBatch:
+    """Open an empty batch for ``user``'s bulk upload into ``case``.
+
+    Requires a user who may upload scans; the caller has already checked that the
+    case is within the user's reach.
+    """
+    if not user.has_perm("diagnosis.add_scan"):
+        raise ServiceError("Only technicians and administrators upload scans.")
+    return UploadBatch.objects.create(case=case, uploaded_by=user, source=source)
+
+
+@transaction.atomic
+def do_record_upload_report(
+    *, batch: UploadBatch, entries: Sequence[dict], files_received: int, finished: bool = False
+) -> UploadBatch:
+    """Append ``entries`` to the batch's per-file report and update its counts.
+
+    Entries are appended, never rewritten: the row is read again inside the
+    transaction so that requests adding to the same batch cannot lose each
+    other's lines. ``finished`` stamps the batch as complete.
+    """
+    stored = UploadBatch.objects.select_for_update().get(pk=batch.pk)
+    outcomes = [entry["outcome"] for entry in entries]
+    stored.report = [*stored.report, *entries]
+    stored.files_received += files_received
+    stored.accepted_count += outcomes.count(UploadBatch.Outcome.ACCEPTED)
+    stored.rejected_count += outcomes.count(UploadBatch.Outcome.REJECTED)
+    stored.duplicate_count += outcomes.count(UploadBatch.Outcome.DUPLICATE)
+    if finished and stored.finished_at is None:
+        stored.finished_at = timezone.now()
+    stored.save()
+    for name in ("report", "files_received", "accepted_count", "rejected_count",
+                 "duplicate_count", "finished_at", "modified"):
+        setattr(batch, name, getattr(stored, name))
+    return batch
+
+
+# ---------------------------------------------------------------------------
 # Reviews
 # ---------------------------------------------------------------------------
 @transaction.atomic

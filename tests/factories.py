@@ -3,12 +3,16 @@ import io
 import itertools
 import os
 import struct
+import zipfile
 import zlib
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, ImageDraw
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from accounts.models import User
 from diagnosis.models import Case, Patient, Scan
@@ -137,3 +141,105 @@ def stored_files(root: Path) -> list[Path]:
     """Every file under ``root`` (the test's MEDIA_ROOT)."""
     root = Path(root)
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+# ---------------------------------------------------------------------------
+# DICOM and zip studies, written in memory (never copied from real data)
+# ---------------------------------------------------------------------------
+def make_dicom(
+    pixels: np.ndarray,
+    *,
+    modality: str = "MR",
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window: tuple[float, float] | None = None,
+    with_pixels: bool = True,
+    patient: tuple[str, str, str, str] = ("MRN-77", "Doe^Jane", "19800102", "F"),
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    instance_number: int | None = None,
+    slice_z: float = 12.5,
+) -> bytes:
+    """A minimal but valid DICOM Part 10 file, written by pydicom in memory.
+
+    ``pixels`` is one frame (2-D) or several (3-D, written as a multi-frame file);
+    uint16 makes a 16-bit file, uint8 an 8-bit one. ``patient`` is
+    (PatientID, PatientName, PatientBirthDate, PatientSex).
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.Modality = modality
+    ds.SeriesDescription = "T1 AX POST"
+    ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = patient
+    if instance_number is not None:
+        ds.InstanceNumber = instance_number
+    ds.ImagePositionPatient = [0.0, 0.0, slice_z]
+    ds.SliceLocation = slice_z
+    frames = pixels if pixels.ndim == 3 else pixels[None]
+    ds.Rows, ds.Columns = frames.shape[1:]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = ds.BitsStored = 16 if pixels.dtype == np.uint16 else 8
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if with_pixels:
+        ds.PixelData = frames.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def ramp(dtype=np.uint16, high: int = 4000, size: int = 32) -> np.ndarray:
+    """A diagonal gray ramp from 0 to ``high``."""
+    return np.linspace(0, high, size * size).reshape(size, size).astype(dtype)
+
+
+def slice_pixels(index: int, *, size: int = 48, dtype=np.uint16) -> np.ndarray:
+    """A synthetic 16-bit MR slice: a disc whose radius changes with ``index``, so every
+    slice of a study is a different image (distinct SHA-256)."""
+    yy, xx = np.mgrid[:size, :size]
+    radius = size * (0.15 + 0.3 * ((index * 7) % 50) / 50)
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < radius**2
+    pixels = disc * 3000 + (yy * 5 + xx * 3 + index)
+    return pixels.astype(dtype)
+
+
+def dicom_study(count: int, *, patient=("MRN-77", "Doe^Jane", "19800102", "F"), size: int = 48) -> list[tuple[str, bytes]]:
+    """``count`` single-frame slices of one series: [(file name, DICOM bytes)]."""
+    study, series = generate_uid(), generate_uid()
+    return [
+        (
+            f"SE1/IM{i + 1:04d}.dcm",
+            make_dicom(
+                slice_pixels(i, size=size), patient=patient, study_uid=study, series_uid=series,
+                instance_number=i + 1, slice_z=2.5 * i, window=(1500, 3000),
+            ),
+        )
+        for i in range(count)
+    ]
+
+
+def zip_bytes(members: list[tuple[str, bytes]], *, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A .zip holding ``members`` [(name, bytes)]; names are written as given, even unsafe ones."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=compression) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def upload(name: str, data: bytes, content_type: str = "application/octet-stream") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type=content_type)

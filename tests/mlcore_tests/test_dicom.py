@@ -1,53 +1,11 @@
 """DICOM MR slices reach the models as the expected 8-bit grayscale image."""
-import io
-
 import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from mlcore.dicom import DicomError, is_dicom, read_frames
+from mlcore.dicom import DicomError, is_dicom, read_frames, read_patient
 from mlcore.preprocessing import UnreadableImageError, prepare_image
-
-
-def make_dicom(pixels: np.ndarray, *, modality="MR", photometric="MONOCHROME2", slope=1.0, intercept=0.0,
-               window=None, with_pixels=True) -> bytes:
-    """A minimal but valid DICOM Part 10 file, written by pydicom in memory."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = modality
-    ds.SeriesDescription = "T1 AX POST"
-    ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "MRN-77", "Doe^Jane", "19800102", "F"
-    ds.ImagePositionPatient = [0.0, 0.0, 12.5]
-    ds.SliceLocation = 12.5
-    frames = pixels if pixels.ndim == 3 else pixels[None]
-    ds.Rows, ds.Columns = frames.shape[1:]
-    if pixels.ndim == 3:
-        ds.NumberOfFrames = len(frames)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = ds.BitsStored = 16 if pixels.dtype == np.uint16 else 8
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    if with_pixels:
-        ds.PixelData = frames.tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def ramp(dtype=np.uint16, high=4000):
-    return np.linspace(0, high, 32 * 32).reshape(32, 32).astype(dtype)
+from tests.factories import make_dicom, ramp
 
 
 def test_pydicoms_mr_sample_is_read_with_its_metadata():
@@ -111,3 +69,11 @@ def test_garbage_with_a_dicom_preamble_is_a_clear_error_from_the_preprocessor():
     assert is_dicom(data)
     with pytest.raises(UnreadableImageError):
         prepare_image(data[:300])
+
+
+def test_read_patient_reads_only_the_patient_tags():
+    assert read_patient(make_dicom(ramp())) == {
+        "record_id": "MRN-77", "name": "Doe Jane", "birth_date": "19800102", "sex": "F",
+    }
+    with pytest.raises(DicomError):
+        read_patient(b"not dicom at all" * 20)
