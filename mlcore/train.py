@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--cut-block", type=int, default=8, help="blocks after this one are fine-tuned (5..12)")
+    parser.add_argument("--augment-views", type=int, default=2,
+                        help="randomly augmented copies of each training image to cache (besides the mirror)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--validation-fraction", type=float, default=1 / 6)
     parser.add_argument("--precision", default="mixed_bfloat16", choices=["mixed_bfloat16", "float32"])
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     train(TrainConfig(
         data_dir=args.data_dir, output_dir=args.output, work_dir=args.work_dir, weights=args.weights,
         image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, cut_block=args.cut_block, seed=args.seed,
+        learning_rate=args.learning_rate, cut_block=args.cut_block, augment_views=args.augment_views, seed=args.seed,
         validation_fraction=args.validation_fraction, precision=args.precision,
         limit_per_class=args.limit_per_class, max_steps_per_epoch=args.max_steps_per_epoch,
         version=args.version, resume=args.resume,

@@ -4,8 +4,10 @@ Recipe, chosen to fit a 2-core CPU (full fine-tuning costs ~19 min an epoch ther
 
 1. Split images into train/validation by near-duplicate group (mlcore.dataset).
 2. Run the frozen early part of the network (blocks 1..cut_block) once over every
-   image and its horizontal mirror, and cache those activations (float16, on disk).
-   The early blocks keep their ImageNet weights, so caching them loses nothing.
+   image, its horizontal mirror and ``augment_views`` randomly augmented copies
+   (mlcore.augmentation: rotation, zoom, shift, mirror, gamma), and cache those
+   activations (float16, on disk). The early blocks keep their ImageNet weights, so
+   caching them loses nothing; each training step picks one cached view per image.
 3. Train the later blocks and both heads on the cached activations, with random
    one-cell shifts of the activation map (~16 px of the input) as augmentation,
    label smoothing and a warm-up + cosine learning-rate schedule. BatchNorm layers stay
@@ -39,7 +41,8 @@ from mlcore.network import (
     sha256_of,
     split_network,
 )
-from mlcore.preprocessing import prepare_image
+from mlcore.augmentation import augment_slice
+from mlcore.preprocessing import decode_image, prepare_image, scale_for_xception, to_grayscale_square
 
 MODEL_NAME = "neuroscan-xception"
 WEIGHTS_FILENAME = "neuroscan-xception.weights.npz"
@@ -61,6 +64,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     dropout: float = 0.3
     cut_block: int = 8
+    augment_views: int = 2
     seed: int = 42
     validation_fraction: float = 1 / 6
     max_hash_distance: int = data.DEFAULT_MAX_HASH_DISTANCE
@@ -93,24 +97,40 @@ def _limit(dataset: data.Dataset, per_class: int) -> data.Dataset:
     return data.Dataset(root=dataset.root, images=kept, skipped_folders=dataset.skipped_folders)
 
 
-def cache_activations(front, paths: list[Path], cache_file: Path, *, image_size: int, batch_size: int = 32) -> np.ndarray:
-    """Front-network outputs for each image and its mirror: shape (2, n, h, w, c), float16.
+VIEWS_BASE = ("original", "mirror")
 
-    Written to ``cache_file`` (a .npy memmap) batch by batch with a progress bar and
-    marked complete only at the end, so an interrupted run recomputes it.
+
+def _view_input(path: Path, view: str, image_size: int, rng: np.random.Generator) -> np.ndarray:
+    """The model input for one cached view of an image, built with the shared preprocessing."""
+    if view == "original":
+        return prepare_image(path, image_size)
+    if view == "mirror":
+        return prepare_image(path, image_size)[:, ::-1, :]
+    gray = to_grayscale_square(decode_image(path), image_size)
+    return scale_for_xception(np.asarray(augment_slice(gray, rng)))
+
+
+def cache_view(front, paths: list[Path], cache_file: Path, *, view: str, image_size: int, seed: int = 0,
+               batch_size: int = 32) -> np.ndarray:
+    """Front-network outputs of one view of every image: shape (n, h, w, c), float16.
+
+    ``view`` is "original", "mirror" or "augmented-K" (a random augmentation seeded by
+    ``seed`` and K, so a rerun caches the same pixels). Written to a .npy memmap batch
+    by batch with a progress bar and marked complete only at the end, so an
+    interrupted run recomputes just the unfinished view.
     """
     from tqdm import tqdm
 
     done_marker = cache_file.with_suffix(".complete")
     if cache_file.exists() and done_marker.exists():
         return np.load(cache_file, mmap_mode="r")
-    shape = (2, len(paths)) + tuple(int(d) for d in front.output.shape[1:])
+    rng = np.random.default_rng([seed, int(view.rsplit("-", 1)[1])] if view not in VIEWS_BASE else seed)
+    shape = (len(paths),) + tuple(int(d) for d in front.output.shape[1:])
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     out = np.lib.format.open_memmap(cache_file, mode="w+", dtype=np.float16, shape=shape)
     for start in tqdm(range(0, len(paths), batch_size), desc=f"caching {cache_file.stem}", unit="batch"):
-        batch = np.stack([prepare_image(p, image_size) for p in paths[start : start + batch_size]])
-        out[0, start : start + len(batch)] = front.predict(batch, verbose=0).astype(np.float16)
-        out[1, start : start + len(batch)] = front.predict(batch[:, :, ::-1, :], verbose=0).astype(np.float16)
+        batch = np.stack([_view_input(p, view, image_size, rng) for p in paths[start : start + batch_size]])
+        out[start : start + len(batch)] = front.predict(batch, verbose=0).astype(np.float16)
     out.flush()
     del out
     done_marker.touch()
@@ -125,17 +145,17 @@ def _targets(labels: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _training_batches(cache: np.ndarray, labels: np.ndarray, *, batch_size: int, seed: int):
-    """Endless generator of augmented batches: random mirror, random one-cell shift."""
+def _training_batches(views: list[np.ndarray], labels: np.ndarray, *, batch_size: int, seed: int):
+    """Endless generator of batches: a random cached view per image, random one-cell shift."""
     rng = np.random.default_rng(seed)
     targets = _targets(labels)
-    n = cache.shape[1]
+    n = views[0].shape[0]
     while True:
         order = rng.permutation(n)
         for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
             index = np.sort(order[start : start + batch_size])
-            mirror = rng.integers(0, 2, len(index))
-            batch = np.stack([cache[m, i] for m, i in zip(mirror, index)]).astype(np.float32)
+            chosen = rng.integers(0, len(views), len(index))
+            batch = np.stack([views[v][i] for v, i in zip(chosen, index)]).astype(np.float32)
             padded = np.pad(batch, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
             shifts = rng.integers(0, 3, (len(index), 2))
             height, width = batch.shape[1:3]
@@ -187,10 +207,14 @@ def train(config: TrainConfig) -> dict:
     keras.mixed_precision.set_global_policy("float32")
     network32 = build_network(weights=config.weights, image_size=config.image_size, dropout=config.dropout)
     front32, _ = split_network(network32, config.cut_block)
-    train_cache = cache_activations(front32, [paths[i] for i in train_idx], cache_dir / "train.npy",
-                                    image_size=config.image_size)
-    val_cache = cache_activations(front32, [paths[i] for i in val_idx], cache_dir / "validation.npy",
-                                  image_size=config.image_size)
+    view_names = list(VIEWS_BASE) + [f"augmented-{k}" for k in range(config.augment_views)]
+    train_views = [
+        cache_view(front32, [paths[i] for i in train_idx], cache_dir / f"train-{view}.npy", view=view,
+                   image_size=config.image_size, seed=config.seed)
+        for view in view_names
+    ]
+    val_original = cache_view(front32, [paths[i] for i in val_idx], cache_dir / "validation-original.npy",
+                              view="original", image_size=config.image_size)
 
     # Phase 2: train the tail (mixed precision where the CPU has bf16 units).
     keras.mixed_precision.set_global_policy(config.precision)
@@ -199,7 +223,7 @@ def train(config: TrainConfig) -> dict:
     for layer in tail.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
-    steps = max(1, train_cache.shape[1] // config.batch_size)
+    steps = max(1, len(train_idx) // config.batch_size)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
     total_steps = steps * config.epochs
@@ -227,10 +251,10 @@ def train(config: TrainConfig) -> dict:
         print("training already complete; re-running only the evaluation and model card")
         network.load_weights(trained_weights)
     else:
-        val_x = np.asarray(val_cache[0], dtype=np.float32)
+        val_x = np.asarray(val_original, dtype=np.float32)
         val_y = _targets(labels[val_idx])
         tail.fit(
-            _training_batches(train_cache, labels[train_idx], batch_size=min(config.batch_size, train_cache.shape[1]),
+            _training_batches(train_views, labels[train_idx], batch_size=min(config.batch_size, len(train_idx)),
                               seed=config.seed),
             steps_per_epoch=steps,
             epochs=config.epochs,

@@ -69,9 +69,14 @@ def test_training_evaluation_and_serving_feed_the_network_the_same_array(tmp_pat
     # Training: the activation cache is built from prepare_image output (and its mirror).
     recorder = RecordingNetwork()
     recorder.output = type("T", (), {"shape": (None, 2, 2, 1)})()
-    training.cache_activations(recorder, [path], tmp_path / "cache.npy", image_size=71)
+    for view in ("original", "mirror", "augmented-0"):
+        training.cache_view(recorder, [path], tmp_path / f"{view}.npy", view=view, image_size=71)
     assert np.array_equal(recorder.seen[0][0], expected)
     assert np.array_equal(recorder.seen[1][0], expected[:, ::-1, :])
+    # Augmented views keep the same scaling and geometry, only the content moves.
+    augmented = recorder.seen[2][0]
+    assert augmented.shape == expected.shape and augmented.min() >= -1 and augmented.max() <= 1
+    assert not np.array_equal(augmented, expected)
 
     # Serving and evaluation: the Predictor's network receives the same array.
     from mlcore import inference
@@ -87,3 +92,13 @@ def test_training_evaluation_and_serving_feed_the_network_the_same_array(tmp_pat
     monkeypatch.setattr(inference, "get_predictor", lambda model_dir=None: predictor)
     evaluate_paths([path], np.array([2]), progress=False)
     assert np.array_equal(predictor.network.seen[-1][0], expected)
+
+
+def test_augmentation_is_reproducible_from_its_seed():
+    from mlcore.augmentation import augment_slice
+
+    gray = to_grayscale_square(synthetic_slice(5), 96)
+    first = np.asarray(augment_slice(gray, np.random.default_rng(11)))
+    again = np.asarray(augment_slice(gray, np.random.default_rng(11)))
+    other = np.asarray(augment_slice(gray, np.random.default_rng(12)))
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
