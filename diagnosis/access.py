@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 
 from accounts.mixins import RoleRequiredMixin
 from accounts.models import User
-from diagnosis.models import Case, Scan
+from diagnosis.models import Case, Scan, UploadBatch
 
 
 def cases_for(user: User) -> QuerySet[Case]:
@@ -44,6 +44,13 @@ def get_case_for_user(user: User, pk: UUID | str) -> Case:
 def scans_for(user: User) -> QuerySet[Scan]:
     """Scans of the cases ``user`` may see."""
     return Scan.objects.filter(case__in=cases_for(user)).select_related("case")
+
+
+def batches_for(user: User) -> QuerySet[UploadBatch]:
+    """Upload batches of the cases ``user`` may see."""
+    return UploadBatch.objects.filter(case__in=cases_for(user)).select_related(
+        "case__patient", "uploaded_by"
+    )
 
 
 class CaseAccessMixin(RoleRequiredMixin):

@@ -7,8 +7,8 @@ from django.db.models import Q, QuerySet
 
 from accounts.forms import CrispyFormMixin
 from accounts.models import User
-from diagnosis.models import Case, Patient, Review
-from diagnosis.validators import ValidatedScan, validate_scan_file
+from diagnosis.models import Case, Patient, Review, UploadBatch
+from diagnosis.validators import ValidatedScan, read_dicom_patient, validate_scan_file
 
 
 def active_radiologists() -> QuerySet[User]:
@@ -120,6 +120,60 @@ class ScanUploadForm(forms.Form):
     @property
     def rejected_messages(self) -> list[str]:
         return [message for error in self.rejected for message in error.messages]
+
+
+# What the bulk upload's file pickers offer; files are told apart by their bytes, not these.
+BULK_ACCEPT = "image/png,image/jpeg,.png,.jpg,.jpeg,.dcm,.dicom,.ima,application/dicom,.zip,application/zip"
+
+
+class BulkUploadForm(forms.Form):
+    """The non-file fields of a bulk upload request; the files are read by the view.
+
+    A large study arrives in several requests (the page sends a few dozen files at a
+    time); the first creates the batch and the later ones name it in ``batch``.
+    """
+
+    batch = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    accept_other_patient = forms.BooleanField(
+        required=False,
+        label="DICOM patient ID may differ from this case's patient",
+        help_text="For anonymised exports. Otherwise a DICOM file that names another patient "
+        "is refused, so a study is never filed under the wrong patient.",
+    )
+    finish = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, case: Case, user: User, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.case = case
+        self.user = user
+
+    def clean_batch(self) -> UploadBatch | None:
+        batch_id = self.cleaned_data["batch"]
+        if batch_id is None:
+            return None
+        # Only a batch this user is still sending into this case; anything else is refused
+        # rather than created anew, so a stale page cannot scatter a study over batches.
+        batch = UploadBatch.objects.filter(
+            pk=batch_id, case=self.case, uploaded_by=self.user, finished_at__isnull=True
+        ).first()
+        if batch is None:
+            raise ValidationError("This upload has already finished; start a new one.", code="batch")
+        return batch
+
+
+class DicomPatientForm(forms.Form):
+    """One DICOM file whose patient tags fill in the new-patient form."""
+
+    dicom_file = forms.FileField(
+        label="DICOM file of the study",
+        help_text="Only the patient ID, name, birth date and sex are read; the file is not kept.",
+        widget=forms.ClearableFileInput(
+            attrs={"accept": ".dcm,.dicom,.ima,application/dicom", "class": "form-control form-control-sm"}
+        ),
+    )
+
+    def clean_dicom_file(self) -> dict:
+        return read_dicom_patient(self.cleaned_data["dicom_file"])
 
 
 class ReviewForm(CrispyFormMixin, forms.ModelForm):

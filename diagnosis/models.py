@@ -407,7 +407,11 @@ class UploadBatch(UUIDModel):
     def entries(self, outcome: str | None = None) -> list[dict]:
         """Report entries, optionally only those with ``outcome``, each with a display colour."""
         return [
-            {**entry, "context": self.OUTCOME_CONTEXT.get(entry["outcome"], "secondary")}
+            {
+                **entry,
+                "context": self.OUTCOME_CONTEXT.get(entry["outcome"], "secondary"),
+                "label": self.Outcome(entry["outcome"]).label,
+            }
             for entry in self.report
             if outcome is None or entry["outcome"] == outcome
         ]

@@ -16,6 +16,12 @@ urlpatterns = [
     path("cases/<uuid:pk>/edit/", views.CaseUpdateView.as_view(), name="case-update"),
     path("cases/<uuid:pk>/scans/upload/", views.ScanUploadView.as_view(), name="scan-upload"),
     path("cases/<uuid:pk>/review/", views.ReviewCreateView.as_view(), name="review-create"),
+    path("cases/<uuid:pk>/uploads/new/", views.BulkUploadView.as_view(), name="bulk-upload"),
+    path("cases/<uuid:pk>/uploads/progress/", views.CaseUploadProgressView.as_view(), name="case-upload-progress"),
+    path("uploads/", views.UploadBatchListView.as_view(), name="upload-list"),
+    path("uploads/<uuid:pk>/", views.UploadBatchDetailView.as_view(), name="upload-detail"),
+    path("uploads/<uuid:pk>/progress/", views.UploadBatchProgressView.as_view(), name="upload-progress"),
+    path("patients/new/from-dicom/", views.PatientFromDicomView.as_view(), name="patient-from-dicom"),
     path("scans/<uuid:pk>/file/", views.ScanFileView.as_view(), name="scan-file"),
     path("scans/<uuid:pk>/thumbnail/", views.ScanThumbnailView.as_view(), name="scan-thumbnail"),
 ]
