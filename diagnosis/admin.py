@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from diagnosis.models import Case, CaseEvent, Patient, Review, Scan
+from diagnosis.models import Case, CaseEvent, Patient, Review, Scan, UploadBatch
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -88,7 +88,10 @@ class ScanAdmin(admin.ModelAdmin):
     list_select_related = ("case__patient", "uploaded_by")
     readonly_fields = (
         "id", "case", "view_file", "original_name", "sha256", "format", "width", "height",
-        "size_bytes", "uploaded_by", "uploaded_at",
+        "size_bytes", "uploaded_by", "uploaded_at", "upload_batch",
+        # DICOM provenance (empty for PNG and JPEG uploads)
+        "study_uid", "series_uid", "sop_instance_uid", "modality", "series_description",
+        "instance_number", "frame", "frame_count", "slice_position", "slice_location",
     )
     exclude = ("image", "thumbnail")
 
@@ -101,6 +104,29 @@ class ScanAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Uploads must be validated and de-duplicated: use the portal's upload page.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(UploadBatch)
+class UploadBatchAdmin(admin.ModelAdmin):
+    """Bulk uploads and imports with their per-file reports. Written only by the upload code."""
+
+    list_display = (
+        "created", "case", "uploaded_by", "source", "files_received", "accepted_count",
+        "rejected_count", "duplicate_count", "finished_at",
+    )
+    list_filter = ("source", "created")
+    search_fields = ("id", "case__id", "case__patient__record_id", "uploaded_by__username")
+    list_select_related = ("case__patient", "uploaded_by")
+    date_hierarchy = "created"
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [field.name for field in UploadBatch._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
