@@ -114,3 +114,11 @@ def test_patient_fields_are_read_for_the_patient_form():
 def test_unusable_patient_values_are_left_for_the_technician():
     fields = patient_fields_from_dicom({"record_id": "", "name": "", "birth_date": "19991340", "sex": "X"})
     assert fields == {}
+
+
+def test_the_stored_frame_gives_the_models_the_same_input_as_the_dicom_file():
+    from mlcore.preprocessing import prepare_image
+
+    data = make_dicom(ramp(np.uint16, high=3000), photometric="MONOCHROME1", slope=2.0, window=(3000, 4000))
+    (frame,) = validate_dicom_file(dicom_upload("a.dcm", data)).frames
+    assert np.array_equal(prepare_image(frame.file.read()), prepare_image(data))

@@ -182,3 +182,11 @@ def test_only_those_who_register_patients_can_read_dicom_patients(client_for, bo
 def test_the_new_patient_page_offers_the_dicom_reader(client_for, alice):
     page = client_for(alice).get(reverse("diagnosis:patient-create")).content.decode()
     assert 'id="dicom-patient-form"' in page
+
+
+def test_the_case_page_shows_each_dicom_slice_with_its_series_and_number(client_for, alice, bulk_post, study_case):
+    from tests.factories import dicom_study, zip_bytes
+
+    bulk_post(upload("s.zip", zip_bytes(dicom_study(2))))
+    page = client_for(alice).get(study_case.get_absolute_url()).content.decode()
+    assert "T1 AX POST · #1" in page and "T1 AX POST · #2" in page
