@@ -8,16 +8,19 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from PIL import Image, ImageOps
 
 from accounts.models import User
 from diagnosis.models import Case, CaseEvent, Patient, Review, Scan, UploadBatch
+from diagnosis.models import AnalysisRun, InvalidStatusTransition, Prediction
 from diagnosis.validators import ValidatedScan
 
 logger = logging.getLogger(__name__)
@@ -177,6 +180,10 @@ class ScanBatchResult:
     added: list[Scan] = field(default_factory=list)
     # (uploaded file name, the stored scan with the same bytes)
     duplicates: list[tuple[str, Scan]] = field(default_factory=list)
+    # The analysis queued for the added scans, and whether handing it to the broker
+    # failed (set once the upload's transaction has committed).
+    run: AnalysisRun | None = None
+    analysis_delayed: bool = False
 
 
 def make_thumbnail(image_file) -> bytes:
@@ -199,20 +206,18 @@ def make_thumbnail(image_file) -> bytes:
     return out.getvalue()
 
 
-def _route_new_scans(case: Case, user: User, count: int) -> None:
-    """Move the case on once new scans are stored.
+def _route_new_scans(
+    case: Case, user: User, scans: Sequence[Scan], result: "ScanBatchResult"
+) -> None:
+    """Queue the automatic analysis of newly stored scans (inside the upload's transaction).
 
-    Automatic analysis is not wired in yet, so new scans go straight to the
-    radiologists. The analysis pipeline replaces this with queueing the scans
-    (status QUEUED) once their transaction commits.
+    The case moves to QUEUED at once; the work is handed to the broker only after
+    the transaction commits (see ``_queue_analysis``), and ``result`` then says
+    whether that worked or the analysis is delayed.
     """
-    if case.status in (Case.Status.DRAFT, Case.Status.REVIEWED, Case.Status.FAILED):
-        noun = "scan" if count == 1 else "scans"
-        case.update_status(
-            Case.Status.AWAITING_REVIEW,
-            actor=user,
-            message=f"{count} new {noun} ready for review.",
-        )
+    result.run = _queue_analysis(
+        case=case, scans=scans, user=user, reason=AnalysisRun.Reason.UPLOAD, outcome=result
+    )
 
 
 def _delete_files(scans: Sequence[Scan]) -> None:
@@ -293,7 +298,7 @@ def do_add_scans(
             CaseEvent.objects.bulk_create(_upload_events(case, user, result))
             if result.added:
                 case.refresh_from_db(fields=["status"])
-                _route_new_scans(case, user, len(result.added))
+                _route_new_scans(case, user, result.added, result)
     except BaseException:
         _delete_files(prepared)
         raise
@@ -432,3 +437,422 @@ def do_submit_review(
     )
     case.update_status(Case.Status.REVIEWED, actor=user)
     return review
+
+
+# ---------------------------------------------------------------------------
+# Automatic analysis
+#
+# The web side queues work (``_queue_analysis``, ``do_rerun_analysis``); the
+# Celery tasks in mlcore/tasks.py claim and record it through the functions
+# below, which own every change to AnalysisRun, Prediction and the case's
+# status and history. Each write is a conditional update, so a redelivered or
+# duplicated task can never record a result twice.
+# ---------------------------------------------------------------------------
+try:
+    from kombu.exceptions import OperationalError as _KombuOperationalError
+except ImportError:  # pragma: no cover - kombu comes with celery
+    _KombuOperationalError = ConnectionError
+
+# Raised when the message broker cannot be reached to publish a task.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (_KombuOperationalError, ConnectionError)
+
+ANALYSIS_DELAYED_MESSAGE = (
+    "The analysis service could not be reached. The scans are saved and will be "
+    "analysed automatically as soon as it is back."
+)
+
+
+@dataclass
+class AnalysisRequest:
+    """A queued analysis and whether handing it to the broker failed (after commit)."""
+
+    run: AnalysisRun
+    analysis_delayed: bool = False
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model produced a result: recorded on every prediction."""
+
+    name: str
+    version: str
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """One successful stage result for one claimed prediction."""
+
+    prediction_pk: object
+    label: str
+    probabilities: dict[str, float]
+    seconds: float
+    shared_forward_pass: bool = False
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _queue_analysis(
+    *,
+    case: Case,
+    scans: Sequence[Scan],
+    user: User | None,
+    reason: str,
+    outcome: ScanBatchResult | AnalysisRequest,
+) -> AnalysisRun:
+    """Inside the caller's transaction: create the run with a PENDING prediction per scan
+    and stage, move the case to QUEUED, and publish stage 1 once the transaction commits.
+
+    Publishing happens in ``transaction.on_commit`` so a worker never looks for rows
+    that are not committed yet (grand-challenge's pattern). It is not
+    ``delay_on_commit``: that would let a broker error escape from the commit of an
+    upload that is already saved. Instead ``outcome.analysis_delayed`` is set, the
+    history says so, and the periodic sweep hands the run over later.
+    """
+    run = AnalysisRun.objects.create(case=case, reason=reason, requested_by=user)
+    Prediction.objects.bulk_create(
+        Prediction(run=run, scan=scan, stage=stage) for scan in scans for stage in Prediction.Stage
+    )
+    scans_text = _plural(len(scans), "scan")
+    if reason == AnalysisRun.Reason.RERUN:
+        message = f"Re-run of the analysis requested for {scans_text}."
+    else:
+        message = f"Analysis of {scans_text} queued."
+    CaseEvent.objects.create(
+        case=case,
+        kind=CaseEvent.Kind.ANALYSIS_QUEUED,
+        actor=user,
+        message=message,
+        data={"run": str(run.pk), "scans": len(scans), "reason": reason},
+    )
+    case.refresh_from_db(fields=["status"])
+    case.update_status(Case.Status.QUEUED, actor=user, message=f"{message} Waiting for a worker.")
+
+    def publish() -> None:
+        if enqueue_analysis(run_pk=str(run.pk), stage=Prediction.Stage.PRESENCE):
+            return
+        outcome.analysis_delayed = True
+        CaseEvent.objects.create(
+            case=case,
+            kind=CaseEvent.Kind.ANALYSIS_DELAYED,
+            message=ANALYSIS_DELAYED_MESSAGE,
+            data={"run": str(run.pk)},
+        )
+
+    transaction.on_commit(publish)
+    return run
+
+
+def enqueue_analysis(*, run_pk: str, stage: str) -> bool:
+    """Publish the task for ``stage`` of run ``run_pk`` now; False if the broker is down.
+
+    Must be called outside a transaction (after commit). Success stamps the run's
+    ``enqueued_at``; failure clears it, so the next sweep picks the run up.
+    """
+    # Imported here, as grand-challenge does, to keep diagnosis free of a circular
+    # import; mlcore.tasks imports no TensorFlow at module level.
+    from mlcore.tasks import analyse_presence, analyse_type
+
+    task = analyse_presence if stage == Prediction.Stage.PRESENCE else analyse_type
+    try:
+        task.delay(run_pk=run_pk)
+    except BROKER_ERRORS as exc:
+        logger.warning("Could not queue %s of analysis %s: %s", task.name, run_pk, exc)
+        AnalysisRun.objects.filter(pk=run_pk).update(enqueued_at=None)
+        return False
+    AnalysisRun.objects.filter(pk=run_pk).update(enqueued_at=timezone.now())
+    return True
+
+
+@transaction.atomic
+def do_rerun_analysis(*, case: Case, user: User) -> AnalysisRequest:
+    """Analyse every scan of ``case`` again, e.g. after a model update.
+
+    Requires the ``rerun_analysis`` permission (radiologists and administrators), a
+    case with scans, and no analysis in progress. The earlier results stay in
+    their runs; the case goes to QUEUED and on to awaiting review (or failed) when
+    the new run finishes. ``analysis_delayed`` is set after commit if the broker
+    could not be reached.
+    """
+    if not user.has_perm("diagnosis.rerun_analysis"):
+        raise ServiceError("Only radiologists and administrators can re-run the analysis.")
+    scans = list(case.scans.all())
+    if not scans:
+        raise ServiceError("This case has no scans to analyse.")
+    if Prediction.objects.filter(run__case=case).outstanding().exists():
+        raise ServiceError("An analysis of this case is already in progress.")
+    request = AnalysisRequest(run=None)  # type: ignore[arg-type]
+    request.run = _queue_analysis(
+        case=case, scans=scans, user=user, reason=AnalysisRun.Reason.RERUN, outcome=request
+    )
+    return request
+
+
+def _claimable(*, task_id: str, now) -> Q:
+    """Rows a task may claim: waiting ones, its own (a redelivered message keeps its
+    task id and resumes), and ones held past the hard time limit (their worker is gone)."""
+    stale = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+    return (
+        Q(status=Prediction.Status.PENDING)
+        | Q(status=Prediction.Status.STARTED, task_id=task_id)
+        | Q(status=Prediction.Status.STARTED, started_at__lt=stale)
+    )
+
+
+def claimable_prediction_pks(*, run_pk: str, stage: str, task_id: str) -> list:
+    """Ids of the rows of ``stage`` in run ``run_pk`` that the task may work on, in scan order.
+
+    A stage-2 row waits while its scan's stage-1 row is outstanding (a duplicate
+    stage-2 message must not run ahead of a stage 1 that is still working).
+    """
+    rows = Prediction.objects.filter(_claimable(task_id=task_id, now=timezone.now())).filter(
+        run_id=run_pk, stage=stage
+    )
+    if stage == Prediction.Stage.TYPE:
+        stage_one_busy = Prediction.objects.filter(
+            run_id=OuterRef("run_id"),
+            scan_id=OuterRef("scan_id"),
+            stage=Prediction.Stage.PRESENCE,
+            status__in=Prediction.OUTSTANDING,
+        )
+        rows = rows.filter(~Exists(stage_one_busy))
+    return list(
+        rows.order_by("scan__uploaded_at", "scan__original_name", "scan_id").values_list("pk", flat=True)
+    )
+
+
+def claim_predictions(*, prediction_pks: Sequence, task_id: str, worker: str) -> list[Prediction]:
+    """Move each row to STARTED for this task, if it is still claimable, and return those.
+
+    One conditional UPDATE per row (healthchecks' pattern): a row counts as ours
+    only if the update changed it, so two workers never both own a row. On
+    SQLite, ``select_for_update`` would do nothing.
+    """
+    now = timezone.now()
+    claimable = _claimable(task_id=task_id, now=now)
+    claimed = []
+    with transaction.atomic():
+        for pk in prediction_pks:
+            changed = Prediction.objects.filter(claimable, pk=pk).update(
+                status=Prediction.Status.STARTED,
+                task_id=task_id,
+                worker=worker[:255],
+                started_at=now,
+                attempts=F("attempts") + 1,
+                modified=now,
+            )
+            if changed:
+                claimed.append(pk)
+    by_pk = Prediction.objects.select_related("scan", "run").in_bulk(claimed)
+    return [by_pk[pk] for pk in claimed]
+
+
+def do_record_predictions(
+    *, outcomes: Sequence[StageOutcome], task_id: str, model: ModelIdentity
+) -> int:
+    """Write the results of claimed rows (STARTED by ``task_id`` -> SUCCESS) in one transaction.
+
+    A row that is no longer this task's, or already written, is left alone, so a
+    duplicate run cannot record twice. Returns how many rows were written.
+    """
+    now = timezone.now()
+    written = 0
+    with transaction.atomic():
+        for outcome in outcomes:
+            written += Prediction.objects.filter(
+                pk=outcome.prediction_pk, status=Prediction.Status.STARTED, task_id=task_id
+            ).update(
+                status=Prediction.Status.SUCCESS,
+                label=outcome.label,
+                probabilities=outcome.probabilities,
+                seconds=outcome.seconds,
+                shared_forward_pass=outcome.shared_forward_pass,
+                model_name=model.name,
+                model_version=model.version,
+                model_sha256=model.sha256,
+                error_message="",
+                completed_at=now,
+                modified=now,
+            )
+    return written
+
+
+def do_fail_predictions(
+    *,
+    prediction_pks: Sequence,
+    message: str,
+    task_id: str,
+    model: ModelIdentity | None = None,
+) -> int:
+    """Mark rows FAILURE with a short user-facing ``message``, if the task may claim them.
+
+    Used for a scan that cannot be decoded (both its rows), for rows whose stage 1
+    failed, and when the model or the task itself fails. Returns the rows written.
+    """
+    now = timezone.now()
+    fields = {
+        "status": Prediction.Status.FAILURE,
+        "error_message": message[:500],
+        "completed_at": now,
+        "modified": now,
+        "task_id": task_id,
+    }
+    if model is not None:
+        fields.update(model_name=model.name, model_version=model.version, model_sha256=model.sha256)
+    return (
+        Prediction.objects.filter(_claimable(task_id=task_id, now=now), pk__in=list(prediction_pks))
+        .update(**fields)
+    )
+
+
+def do_start_analysis_run(*, run: AnalysisRun, worker: str, model: ModelIdentity) -> bool:
+    """Note the first time a worker starts on ``run``: history, and the case to PROCESSING.
+
+    Conditional on the run having no start time yet, so a redelivered task does not
+    write a second event. Returns True for the call that recorded the start.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if not AnalysisRun.objects.filter(pk=run.pk, started_at__isnull=True).update(
+            started_at=now, modified=now
+        ):
+            return False
+        run.started_at = now
+        count = run.predictions.filter(stage=Prediction.Stage.PRESENCE).count()
+        CaseEvent.objects.create(
+            case_id=run.case_id,
+            kind=CaseEvent.Kind.ANALYSIS_STARTED,
+            message=f"Analysis of {_plural(count, 'scan')} started on {worker} with {model}.",
+            data={"run": str(run.pk), "worker": worker, "model": model.__dict__},
+        )
+        case = Case.objects.get(pk=run.case_id)
+        if case.status == Case.Status.QUEUED:
+            _move_case(case, Case.Status.PROCESSING, "Analysis started.")
+    return True
+
+
+def _move_case(case: Case, status: str, message: str) -> None:
+    try:
+        case.update_status(status, message=message)
+    except InvalidStatusTransition:
+        # Another process moved the case first; its move stands.
+        logger.info("Case %s not moved to %s: it changed meanwhile", case.pk, status)
+
+
+def do_finish_analysis_run(*, run: AnalysisRun) -> bool:
+    """Close ``run`` once none of its rows is outstanding: history, then the case status.
+
+    Writes one ANALYSIS_FINISHED event (if any scan was analysed) and one
+    ANALYSIS_FAILED event per distinct failure reason. When no other run of the
+    case is outstanding, the case moves to AWAITING_REVIEW, or to FAILED with the
+    reason if the latest analysis of every scan failed. Conditional on the run not
+    being closed yet, so it happens once. Returns True for the call that closed it.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if run.predictions.outstanding().exists():
+            return False
+        if not AnalysisRun.objects.filter(pk=run.pk, completed_at__isnull=True).update(
+            completed_at=now, modified=now
+        ):
+            return False
+        run.completed_at = now
+        rows = list(run.predictions.select_related("scan").order_by("stage"))
+        failures: dict[str, list[Scan]] = {}
+        failed_scans: set = set()
+        for row in rows:  # presence rows first: a scan's first failure is its reason
+            if row.failed and row.scan_id not in failed_scans:
+                failed_scans.add(row.scan_id)
+                failures.setdefault(row.error_message, []).append(row.scan)
+        analysed = [
+            row for row in rows if row.stage == Prediction.Stage.PRESENCE
+            and row.scan_id not in failed_scans
+        ]
+        events = []
+        if analysed:
+            model = f"{analysed[0].model_name} {analysed[0].model_version}"
+            events.append(
+                CaseEvent(
+                    case_id=run.case_id,
+                    kind=CaseEvent.Kind.ANALYSIS_FINISHED,
+                    message=(
+                        f"Analysis finished: {len(analysed)} of "
+                        f"{_plural(len(analysed) + len(failed_scans), 'scan')} analysed with {model}."
+                    ),
+                    data={"run": str(run.pk), "analysed": len(analysed), "failed": len(failed_scans)},
+                )
+            )
+        for reason, scans in failures.items():
+            names = ", ".join(scan.original_name for scan in scans)
+            events.append(
+                CaseEvent(
+                    case_id=run.case_id,
+                    kind=CaseEvent.Kind.ANALYSIS_FAILED,
+                    scan=scans[0] if len(scans) == 1 else None,
+                    message=f"Could not analyse {names}: {reason}"[:500],
+                    data={"run": str(run.pk), "scans": [str(scan.pk) for scan in scans]},
+                )
+            )
+        CaseEvent.objects.bulk_create(events)
+        case = Case.objects.get(pk=run.case_id)
+        case_rows = Prediction.objects.filter(run__case_id=run.case_id)
+        if case.status in (Case.Status.QUEUED, Case.Status.PROCESSING) and not case_rows.outstanding().exists():
+            if _case_has_results(case_rows):
+                _move_case(case, Case.Status.AWAITING_REVIEW, "Analysis finished; ready for review.")
+            else:
+                reason = next(iter(failures), "no result")
+                _move_case(case, Case.Status.FAILED, f"Analysis failed: {reason}"[:500])
+    return True
+
+
+def _case_has_results(case_rows) -> bool:
+    """Whether the latest analysis of at least one scan of the case answered stage 1.
+
+    A run whose every scan failed does not fail a case whose other scans were
+    analysed by earlier uploads; a re-run that fails for every scan does.
+    """
+    latest: dict = {}
+    for scan_id, status in (
+        case_rows.filter(stage=Prediction.Stage.PRESENCE)
+        .order_by("run__created")
+        .values_list("scan_id", "status")
+    ):
+        latest[scan_id] = status
+    return Prediction.Status.SUCCESS in latest.values()
+
+
+def do_requeue_pending_analyses() -> int:
+    """Hand over again the runs whose work never reached a worker; returns how many.
+
+    Picks runs that are not finished and were either never handed to the broker
+    (it was down at upload) or handed over longer ago than ANALYSIS_REQUEUE_AFTER
+    (the message was lost, e.g. Redis restarted without its data). A run with
+    nothing outstanding is closed instead. A duplicate message is harmless: the
+    claims let only one task work on each row.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.ANALYSIS_REQUEUE_AFTER)
+    runs = AnalysisRun.objects.filter(completed_at__isnull=True).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff)
+    )
+    queued = 0
+    for run in runs.order_by("created"):
+        outstanding = run.predictions.outstanding()
+        if not outstanding.exists():
+            do_finish_analysis_run(run=run)
+            continue
+        stage = (
+            Prediction.Stage.PRESENCE
+            if outstanding.filter(stage=Prediction.Stage.PRESENCE).exists()
+            else Prediction.Stage.TYPE
+        )
+        if not enqueue_analysis(run_pk=str(run.pk), stage=stage):
+            break  # the broker is down: the next sweep tries again
+        queued += 1
+    if queued:
+        logger.info("Sweep handed %d pending analysis run(s) to the broker", queued)
+    return queued

@@ -271,6 +271,12 @@ PORTAL_WEB_WORKERS = env_int("PORTAL_WEB_WORKERS", 2)
 # ---------------------------------------------------------------------------
 # Folder holding the shipped model (weights + model card); see mlcore/README in README.md.
 MLCORE_MODEL_DIR = Path(env_str("MLCORE_MODEL_DIR", str(BASE_DIR / "mlcore" / "artifacts")))
+# Dotted path of the callable that returns the process-wide predictor for a model folder.
+# Workers call it once per process; tests may point it at a stub.
+MLCORE_PREDICTOR = env_str("MLCORE_PREDICTOR", "mlcore.inference.get_predictor")
+# Scans per forward pass. A bulk upload of 100 slices is one task, one model load and
+# ceil(100 / batch) forward passes.
+ANALYSIS_BATCH_SIZE = env_int("ANALYSIS_BATCH_SIZE", 16)
 
 # ---------------------------------------------------------------------------
 # Celery (asynchronous analysis)
@@ -289,7 +295,14 @@ CELERY_TASK_SOFT_TIME_LIMIT = int(CELERY_TASK_TIME_LIMIT * 0.9)
 # A message a dead worker held comes back after this many seconds; it must exceed the
 # hard time limit, or a slow but healthy task would be handed to a second worker.
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 5 * 60)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    # How often a worker looks for messages whose holder died (unacknowledged for longer
+    # than the visibility timeout). kombu's default scans only every ~100 s; a tenth of
+    # the timeout, at most a minute, keeps recovery prompt without polling Redis hard.
+    "unacked_restore_interval": max(1, min(60, CELERY_VISIBILITY_TIMEOUT // 10)),
+    "unacked_restore_throttle": 1,
+}
 # Fail fast when the broker is down so the upload request answers at once.
 CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 2)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -297,6 +310,27 @@ CELERY_TASK_PUBLISH_RETRY = False
 CELERY_TASK_ROUTES = {"mlcore.tasks.*": {"queue": "inference"}}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# When the broker connection drops, give a running analysis back instead of finishing it
+# with no way to acknowledge it; it is redelivered and resumes what it had claimed.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+
+# Scans whose analysis never reached the broker (it was down at upload) or whose message
+# was lost are handed over again by a periodic sweep (celery beat, started by runportal)
+# and once whenever a worker starts.
+ANALYSIS_SWEEP_SECONDS = env_int("ANALYSIS_SWEEP_SECONDS", 60)
+# A run already handed to the broker is handed over again only after this long: a
+# message cannot legitimately wait or run longer than the hard time limit.
+ANALYSIS_REQUEUE_AFTER = CELERY_TASK_TIME_LIMIT
+CELERY_BEAT_SCHEDULE = {
+    "sweep-pending-analyses": {
+        "task": "diagnosis.tasks.sweep_pending_analyses",
+        "schedule": float(ANALYSIS_SWEEP_SECONDS),
+        # A sweep that waited longer than its interval is superseded by the next one.
+        "options": {"expires": float(ANALYSIS_SWEEP_SECONDS)},
+    }
+}
+# /health waits this long (seconds) for the broker and for workers to answer a ping.
+HEALTH_CHECK_TIMEOUT = env_int("HEALTH_CHECK_TIMEOUT", 2)
 
 # ---------------------------------------------------------------------------
 # Logging

@@ -14,7 +14,7 @@ from django.test import Client
 from accounts.models import User
 from diagnosis.models import Case, Patient
 from diagnosis.services import do_create_case
-from tests.factories import make_patient, make_scan, make_user
+from tests.factories import make_patient, make_scan, make_user, run_analysis
 
 
 @pytest.fixture(autouse=True)
@@ -65,10 +65,9 @@ def case(patient, alice, bob) -> Case:
 
 @pytest.fixture
 def reviewable_case(case, alice) -> Case:
-    """``case`` with one scan uploaded, so it awaits review."""
+    """``case`` with one scan uploaded and analysed (stub predictor), so it awaits review."""
     make_scan(case, uploaded_by=alice)
-    case.refresh_from_db()
-    return case
+    return run_analysis(case)
 
 
 @pytest.fixture

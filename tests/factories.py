@@ -243,3 +243,18 @@ def zip_bytes(members: list[tuple[str, bytes]], *, compression: int = zipfile.ZI
 
 def upload(name: str, data: bytes, content_type: str = "application/octet-stream") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def run_analysis(case: Case) -> Case:
+    """Run the case's queued analysis to the end in this process and return the case.
+
+    Uses the real tasks with tests.settings' eager Celery and stub predictor, so a
+    case with uploaded scans ends up awaiting review with AI results, as in real use.
+    """
+    from diagnosis.services import enqueue_analysis
+    from diagnosis.models import Prediction
+
+    for run in case.analysis_runs.filter(completed_at__isnull=True).order_by("created"):
+        enqueue_analysis(run_pk=str(run.pk), stage=Prediction.Stage.PRESENCE)
+    case.refresh_from_db()
+    return case

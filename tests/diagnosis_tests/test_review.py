@@ -4,7 +4,7 @@ from django.urls import reverse
 
 from diagnosis.models import Case, CaseEvent, Review
 from diagnosis.services import ServiceError, do_submit_review
-from tests.factories import make_case, make_scan
+from tests.factories import make_case, make_scan, run_analysis
 
 VALID = {"final_label": "glioma", "ai_agreement": "no_ai_result", "findings": "Left frontal mass."}
 
@@ -60,6 +60,7 @@ def test_missing_findings_are_asked_for(client_for, bob, reviewable_case):
 def test_an_unassigned_case_goes_to_the_radiologist_who_reviews_it(client_for, charlie, alice):
     case = make_case(created_by=alice)
     make_scan(case, uploaded_by=alice)
+    run_analysis(case)
 
     client_for(charlie).post(review_url(case), VALID)
 

@@ -46,16 +46,24 @@ def test_it_stores_a_png_and_a_jpeg_with_their_details(upload, case, alice, medi
     assert png.thumbnail.name == f"scans/{case.pk}/{png.pk}/thumbnail.jpg"
 
 
-def test_uploading_scans_writes_history_and_sends_the_case_for_review(upload, case, alice):
+def test_uploading_scans_writes_history_and_queues_their_analysis(upload, case, alice):
     upload(png_upload("a.png", seed=1), png_upload("b.png", seed=2))
 
     case.refresh_from_db()
-    assert case.status == Case.Status.AWAITING_REVIEW
+    assert case.status == Case.Status.QUEUED
     uploaded = case.events.filter(kind=CaseEvent.Kind.SCAN_UPLOADED)
     assert sorted(e.scan.original_name for e in uploaded) == ["a.png", "b.png"]
     assert all(e.actor == alice for e in uploaded)
     change = case.events.get(kind=CaseEvent.Kind.STATUS_CHANGED)
-    assert (change.from_status, change.to_status) == (Case.Status.DRAFT, Case.Status.AWAITING_REVIEW)
+    assert (change.from_status, change.to_status) == (Case.Status.DRAFT, Case.Status.QUEUED)
+    queued = case.events.get(kind=CaseEvent.Kind.ANALYSIS_QUEUED)
+    assert (queued.actor, queued.message) == (alice, "Analysis of 2 scans queued.")
+    # One analysis run for the upload: both stages of both scans wait for a worker.
+    run = case.analysis_runs.get()
+    assert sorted(run.predictions.values_list("scan__original_name", "stage", "status")) == [
+        ("a.png", "presence", "pending"), ("a.png", "type", "pending"),
+        ("b.png", "presence", "pending"), ("b.png", "type", "pending"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -143,7 +151,7 @@ def test_a_file_name_cannot_escape_the_case_folder(upload, case):
     assert ".." not in scan.image.name
 
 
-def test_new_scans_after_sign_off_send_the_case_back_for_review(client_for, reviewable_case, bob, alice):
+def test_new_scans_after_sign_off_send_the_case_back_to_analysis(client_for, reviewable_case, bob, alice):
     from diagnosis.services import do_submit_review
 
     do_submit_review(case=reviewable_case, user=bob, final_label="normal", ai_agreement="no_ai_result", findings="Normal.")
@@ -151,7 +159,7 @@ def test_new_scans_after_sign_off_send_the_case_back_for_review(client_for, revi
         reverse("diagnosis:scan-upload", kwargs={"pk": reviewable_case.pk}), {"images": [png_upload(seed=99)]}
     )
     reviewable_case.refresh_from_db()
-    assert reviewable_case.status == Case.Status.AWAITING_REVIEW
+    assert reviewable_case.status == Case.Status.QUEUED
 
 
 def test_an_outsider_is_refused_before_any_file_is_read(client_for, dave, case, monkeypatch):
