@@ -37,6 +37,8 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "diagnosis.view_caseevent",
         "diagnosis.view_review",
         "diagnosis.add_review",
+        # After a model update, for example; the earlier results are kept.
+        "diagnosis.rerun_analysis",
     },
 }
 # Administrators get every permission of these apps except signing off reviews,

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from diagnosis.models import Case, CaseEvent, Patient, Review, Scan, UploadBatch
+from diagnosis.models import AnalysisRun, Case, CaseEvent, Patient, Prediction, Review, Scan, UploadBatch
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -162,6 +162,49 @@ class ReviewAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # A review is a radiologist's sign-off and moves the case: use the portal.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class PredictionInline(ReadOnlyInline):
+    model = Prediction
+    fields = ("scan", "stage", "status", "label", "model_version", "seconds", "worker", "attempts")
+    readonly_fields = fields
+    show_change_link = False
+
+
+@admin.register(AnalysisRun)
+class AnalysisRunAdmin(admin.ModelAdmin):
+    """Analysis runs and their results, for audits. Written only by the analysis tasks."""
+
+    list_display = ("created", "case", "reason", "requested_by", "enqueued_at", "started_at", "completed_at")
+    list_filter = ("reason", "created")
+    search_fields = ("id", "case__id", "case__patient__record_id")
+    list_select_related = ("case__patient", "requested_by")
+    readonly_fields = ("id", "case", "reason", "requested_by", "enqueued_at", "started_at", "completed_at", "created")
+    exclude = ("modified",)
+    inlines = (PredictionInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ("created", "scan", "stage", "status", "label", "model_version", "seconds", "worker", "attempts")
+    list_filter = ("stage", "status", "label", "model_version")
+    search_fields = ("id", "run__id", "scan__original_name", "run__case__id", "task_id")
+    list_select_related = ("scan", "run")
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None) -> list[str]:
+        return [field.name for field in Prediction._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:

@@ -187,12 +187,14 @@ class ReviewForm(CrispyFormMixin, forms.ModelForm):
             "ai_agreement": forms.RadioSelect,
         }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, has_ai_result: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         # A radio list needs no empty "---------" choice.
         self.fields["ai_agreement"].choices = Review.Agreement.choices
-        # Until automatic analysis exists there is never an AI result to compare.
-        self.fields["ai_agreement"].initial = Review.Agreement.NO_AI_RESULT
+        # With an AI result on the case the radiologist must say how they relate;
+        # without one there is nothing to compare.
+        if not has_ai_result:
+            self.fields["ai_agreement"].initial = Review.Agreement.NO_AI_RESULT
         self.helper.inputs[0].field_classes = "btn btn-success"
 
 

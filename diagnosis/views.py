@@ -33,12 +33,15 @@ from diagnosis.forms import (
 )
 from diagnosis.models import Case, Patient, Scan, UploadBatch
 from diagnosis.progress import batch_progress, case_uploads_context, progress_of
+from diagnosis.results import CaseAnalysis, case_analysis
 from diagnosis.services import (
+    ANALYSIS_DELAYED_MESSAGE,
     ServiceError,
     do_add_scans,
     do_create_case,
     do_create_upload_batch,
     do_create_patient,
+    do_rerun_analysis,
     do_submit_review,
     do_update_case,
     do_update_patient,
@@ -178,6 +181,8 @@ class CaseDetailView(CaseAccessMixin, DetailView):
             can_upload=self.request.user.has_perm("diagnosis.add_scan"),
             can_edit=self.request.user.has_perm("diagnosis.change_case"),
             can_review=self.request.user.can_review and case.is_reviewable,
+            live=True,
+            **_analysis_context(self.request.user, case),
             **kwargs,
         )
 
@@ -242,6 +247,7 @@ class ScanUploadView(CaseAccessMixin, FormView):
         if result.added:
             noun = "scan" if len(result.added) == 1 else "scans"
             messages.success(self.request, f"{len(result.added)} {noun} uploaded.")
+            _tell_analysis_queued(self.request, delayed=result.analysis_delayed)
         for name, existing in result.duplicates:
             messages.warning(
                 self.request,
@@ -521,8 +527,19 @@ class ReviewCreateView(CaseAccessMixin, FormView):
 
     def get_context_data(self, **kwargs):
         return super().get_context_data(
-            case=self.case, scans=self.case.scans.all(), reviews=self.case.reviews.all(), **kwargs
+            case=self.case,
+            scans=self.case.scans.all(),
+            reviews=self.case.reviews.all(),
+            analysis=self.analysis,
+            **kwargs,
         )
+
+    @cached_property
+    def analysis(self) -> CaseAnalysis:
+        return case_analysis(self.case)
+
+    def get_form_kwargs(self):
+        return {**super().get_form_kwargs(), "has_ai_result": self.analysis.has_results}
 
     def form_valid(self, form: ReviewForm) -> HttpResponse:
         try:
@@ -533,3 +550,60 @@ class ReviewCreateView(CaseAccessMixin, FormView):
         messages.success(self.request, "Review signed off.")
         return redirect(self.case)
 
+
+# ---------------------------------------------------------------------------
+# Automatic analysis
+# ---------------------------------------------------------------------------
+def _analysis_context(user: User, case: Case) -> dict:
+    return {"analysis": case_analysis(case), "can_rerun": user.has_perm("diagnosis.rerun_analysis")}
+
+
+def _tell_analysis_queued(request: HttpRequest, *, delayed: bool) -> None:
+    if delayed:
+        messages.warning(request, f"Analysis delayed. {ANALYSIS_DELAYED_MESSAGE}")
+    else:
+        messages.info(request, "Analysis queued: the results appear on the case page as they come in.")
+
+
+class CaseAnalysisView(CaseAccessMixin, TemplateView):
+    """The case page's analysis card on its own, polled by htmx while the analysis runs.
+
+    Once nothing is outstanding, an htmx request also gets ``HX-Refresh`` so the
+    whole page reloads: the case status, history and review button change too.
+    """
+
+    permission_required = "diagnosis.view_case"
+    template_name = "diagnosis/partials/case_results.html"
+    http_method_names = ["get", "head"]
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(
+            case=self.case, live=True, **_analysis_context(self.request.user, self.case), **kwargs
+        )
+
+    def render_to_response(self, context, **response_kwargs) -> HttpResponse:
+        response = super().render_to_response(context, **response_kwargs)
+        if self.request.htmx and not context["analysis"].in_progress:
+            response["HX-Refresh"] = "true"
+        patch_cache_control(response, no_store=True, private=True)
+        return response
+
+
+class AnalysisRerunView(CaseAccessMixin, View):
+    """Analyse every scan of the case again (radiologists and administrators), e.g. after
+    a model update. The earlier results stay in the case's history."""
+
+    permission_required = "diagnosis.rerun_analysis"
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, pk) -> HttpResponse:
+        try:
+            outcome = do_rerun_analysis(case=self.case, user=request.user)
+        except ServiceError as exc:
+            messages.error(request, str(exc))
+        else:
+            if outcome.analysis_delayed:
+                messages.warning(request, f"Analysis delayed. {ANALYSIS_DELAYED_MESSAGE}")
+            else:
+                messages.success(request, "The analysis runs again; the earlier results stay in the history.")
+        return redirect(self.case)
