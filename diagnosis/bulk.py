@@ -30,7 +30,6 @@ from typing import Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 
 from diagnosis.archives import ArchiveError, ArchiveLimits, count_files, is_zip, iter_members
@@ -91,11 +90,13 @@ class StudyImporter:
 
     batch: UploadBatch
     accept_other_patient: bool = False
-    new_entries: list[dict] = field(default_factory=list)
-    _pending: list[_Pending] = field(default_factory=list)
-    _pending_bytes: int = 0
-    _unsaved: list[dict] = field(default_factory=list)
-    _files_seen: int = 0
+    # Report lines made by this importer (this request), for the page's script.
+    new_entries: list[dict] = field(default_factory=list, init=False)
+    # Accepted images waiting to be stored, report lines not yet saved, files read since.
+    _pending: list[_Pending] = field(default_factory=list, init=False, repr=False)
+    _pending_bytes: int = field(default=0, init=False, repr=False)
+    _unsaved: list[dict] = field(default_factory=list, init=False, repr=False)
+    _files_seen: int = field(default=0, init=False, repr=False)
 
     @property
     def case(self) -> Case:
