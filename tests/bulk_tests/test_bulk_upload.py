@@ -311,3 +311,26 @@ def test_one_group_failing_to_store_loses_nothing_else(bulk_post, study_case, mo
     assert [e["outcome"] for e in batch.report] == ["accepted", "accepted", "rejected", "rejected", "accepted", "accepted"]
     assert "could not be stored" in batch.report[2]["reason"]
     assert study_case.scans.count() == 4
+
+
+# ---------------------------------------------------------------------------
+# Analysis of what was accepted (eager Celery and the stub predictor of tests.settings)
+# ---------------------------------------------------------------------------
+def test_a_zip_of_200_slices_is_accepted_and_analysed(bulk_post, study_case, client_for, alice,
+                                                       django_capture_on_commit_callbacks):
+    from diagnosis.models import Prediction
+    from diagnosis.progress import progress_of
+
+    with django_capture_on_commit_callbacks(execute=True):
+        bulk_post(upload("study.zip", zip_bytes(dicom_study(200)), "application/zip"))
+
+    batch = UploadBatch.objects.get()
+    assert batch.accepted_count == 200
+    progress = progress_of(batch)
+    assert (progress.total, progress.done, progress.failed, progress.finished) == (200, 200, 0, True)
+    # Both stages for every slice, once each.
+    assert Prediction.objects.filter(scan__upload_batch=batch, status=Prediction.Status.SUCCESS).count() == 400
+    study_case.refresh_from_db()
+    assert study_case.status == Case.Status.AWAITING_REVIEW
+    page = client_for(alice).get(batch.get_absolute_url()).content.decode()
+    assert "200 of 200" in page
