@@ -1,6 +1,6 @@
 """Bulk upload benchmark: a 200-slice study through the HTTP layer until every slice is analysed.
 
-    python bench/bulk_upload.py [--slices 200] [--size 256] [--images DIR] [--stub]
+    python bench/bulk_upload.py [--slices 200] [--size 256] [--images DIR] [--stub | --untrained-model]
                                 [--model-dir DIR] [--no-warm-up] [--json FILE] [--keep]
 
 Starts a private portal stack in a temporary folder with ``manage.py runportal``
@@ -19,9 +19,11 @@ progress endpoint until every slice is analysed. Reports:
 The study is synthetic by default: 16-bit MR DICOM slices of a phantom, written
 here with pydicom. ``--images DIR`` uploads the first N PNG/JPEG files of DIR
 instead (real slices stay where they are; nothing is copied into the repository).
-The worker uses the shipped model (``MLCORE_MODEL_DIR``); without one, or with
-``--stub``, it uses the test suite's stub predictor, so the numbers then measure
-the pipeline and not TensorFlow. By default one slice is analysed first, so the
+The worker uses the shipped model (``--model-dir``, default ``mlcore/artifacts``);
+``--untrained-model`` gives it the same network with random weights (the real
+TensorFlow cost, before a model is shipped); without a model, or with ``--stub``,
+it uses the test suite's stub predictor, so the numbers then measure the pipeline
+and not TensorFlow. By default one slice is analysed first, so the
 model load is reported on its own and the study is timed against a warm worker.
 """
 from __future__ import annotations
@@ -124,6 +126,26 @@ def free_port() -> int:
 
 def has_shipped_model(model_dir: Path) -> bool:
     return (model_dir / "model_card.json").is_file()
+
+
+def untrained_model(folder: Path) -> Path:
+    """The shipped network's architecture with random weights, and a model card for it.
+
+    Same layers, so the same forward-pass cost and worker memory as the trained
+    model; its answers mean nothing. For timing the pipeline before a model is shipped.
+    """
+    from mlcore.constants import CLASS_NAMES, IMAGE_SIZE, PRESENCE_LABELS
+    from mlcore.network import build_network, save_weights
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sha256 = save_weights(build_network(weights=None, image_size=IMAGE_SIZE), folder / "weights.npz")
+    card = {
+        "name": "xception-untrained-bench", "version": "bench", "weights_file": "weights.npz",
+        "weights_sha256": sha256, "image_size": IMAGE_SIZE, "class_names": list(CLASS_NAMES),
+        "presence_labels": list(PRESENCE_LABELS), "test_time_augmentation": "none",
+    }
+    (folder / "model_card.json").write_text(json.dumps(card, indent=2))
+    return folder
 
 
 def prepare_database() -> dict[str, str]:
@@ -284,6 +306,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="Synthetic slice size in pixels (default 256).")
     parser.add_argument("--images", type=Path, help="Upload the first N PNG/JPEG files of this folder instead.")
     parser.add_argument("--stub", action="store_true", help="Use the stub predictor (no TensorFlow).")
+    parser.add_argument(
+        "--untrained-model", action="store_true",
+        help="Use the network with random weights (real TensorFlow cost, meaningless answers).",
+    )
     parser.add_argument("--model-dir", type=Path, default=REPO / "mlcore" / "artifacts")
     parser.add_argument("--no-warm-up", action="store_true", help="Time the study against a cold worker.")
     parser.add_argument("--timeout", type=float, default=1800, help="Seconds to wait for the analyses.")
@@ -291,8 +317,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="Keep the temporary portal folder.")
     args = parser.parse_args()
 
-    stub = args.stub or not has_shipped_model(args.model_dir)
     workdir = Path(tempfile.mkdtemp(prefix="neuroscan-bench-"))
+    if args.untrained_model:
+        print("building an untrained network for the worker…", flush=True)
+        args.model_dir = untrained_model(workdir / "model")
+    stub = args.stub or not has_shipped_model(args.model_dir)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings",
@@ -323,7 +352,11 @@ def main() -> None:
     results: dict = {
         "study": description,
         "zip_mb": round(len(data) / 1024**2, 2),
-        "predictor": "stub (no TensorFlow)" if stub else f"shipped model in {args.model_dir}",
+        "predictor": (
+            "stub (no TensorFlow)" if stub
+            else "untrained network (real TensorFlow cost)" if args.untrained_model
+            else f"model in {args.model_dir}"
+        ),
     }
     try:
         print(f"starting the portal stack on {portal.base} (runportal: redis, gunicorn, worker, beat)…", flush=True)
