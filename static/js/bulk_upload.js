@@ -202,6 +202,10 @@
   }
 
   async function upload() {
+    // Folder order is whatever the file system returns; send (and report) slices by path,
+    // with numbers compared as numbers (IM2 before IM10).
+    const byPath = new Intl.Collator(undefined, {numeric: true});
+    selected.sort(function (a, b) { return byPath.compare(a.path, b.path); });
     const chunks = chunk(selected);
     const total = selected.reduce(function (sum, item) { return sum + item.file.size; }, 0) || 1;
     let sentBytes = 0;

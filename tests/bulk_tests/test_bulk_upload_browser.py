@@ -67,7 +67,8 @@ def test_a_folder_is_uploaded_in_parts_into_one_batch(page, live_server, study_c
     assert batch.finished_at is not None
     assert (batch.accepted_count, batch.rejected_count) == (11, 1)
     names = [entry["name"] for entry in batch.report]
-    assert "study/SE1/IM0001.dcm" in names and "study/broken.dcm" in names
+    # Sent in path order, whatever order the folder listed them in.
+    assert names == ["study/broken.dcm", "study/localizer.png", *[f"study/SE1/IM{i:04d}.dcm" for i in range(1, 11)]]
     assert page.inner_text("#count-accepted") == "11" and page.inner_text("#count-rejected") == "1"
 
 
