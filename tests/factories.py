@@ -65,12 +65,19 @@ def make_case(
 def image_bytes(
     fmt: str = "PNG", size: tuple[int, int] = (64, 64), mode: str = "L", seed: int = 0
 ) -> bytes:
-    """A small synthetic 'scan': a bright disc whose position depends on ``seed``."""
+    """A small synthetic 'scan': a bright disc whose position depends on ``seed``.
+
+    The seed is also written into the first pixels, so different seeds always give
+    different images (the disc alone repeats every w/4 seeds, and a repeat is a
+    duplicate upload).
+    """
     image = Image.new(mode, size, 0)
     draw = ImageDraw.Draw(image)
     w, h = size
     offset = seed % max(1, w // 4)
     draw.ellipse((w // 8 + offset, h // 8, w // 2 + offset, h // 2), fill=200 if mode == "L" else (200, 180, 160))
+    for x, value in enumerate((seed % 251 + 1, seed // 251 % 251 + 1)):
+        draw.rectangle((2 * x, 0, 2 * x + 1, 1), fill=value if mode == "L" else (value, value, value))
     out = io.BytesIO()
     image.save(out, format=fmt)
     return out.getvalue()
