@@ -156,7 +156,7 @@ def test_new_scans_after_sign_off_send_the_case_back_to_analysis(client_for, rev
 
     do_submit_review(case=reviewable_case, user=bob, final_label="normal", ai_agreement="no_ai_result", findings="Normal.")
     client_for(alice).post(
-        reverse("diagnosis:scan-upload", kwargs={"pk": reviewable_case.pk}), {"images": [png_upload(seed=99)]}
+        reverse("diagnosis:scan-upload", kwargs={"pk": reviewable_case.pk}), {"images": [png_upload(seed=99, size=(72, 72))]}
     )
     reviewable_case.refresh_from_db()
     assert reviewable_case.status == Case.Status.QUEUED
