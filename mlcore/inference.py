@@ -71,7 +71,7 @@ class Predictor:
     """The trained two-headed Xception, verified and loaded once."""
 
     def __init__(self, model_dir: str | Path | None = None):
-        from mlcore.network import _keras, build_network, load_weights, sha256_of
+        from mlcore.network import _keras, build_ensemble, load_weights, sha256_of
 
         self.model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
         self.card = load_model_card(self.model_dir)
@@ -92,7 +92,8 @@ class Predictor:
         self.image_size = int(self.card["image_size"])
         self.mirror = self.card.get("test_time_augmentation") == "hflip"
         _keras().mixed_precision.set_global_policy("float32")
-        self.network = build_network(weights=None, image_size=self.image_size)
+        # Several independently trained members, when the card says so, are averaged.
+        self.network = build_ensemble(int(self.card.get("ensemble_members", 1)), image_size=self.image_size)
         try:
             load_weights(self.network, weights_path)
         except Exception as exc:  # a corrupt archive raises many kinds of errors

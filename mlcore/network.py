@@ -51,7 +51,8 @@ def resolve_backbone_weights(weights: str | Path | None) -> str | None:
     return str(path)
 
 
-def build_network(*, weights: str | Path | None = None, image_size: int = IMAGE_SIZE, dropout: float = 0.3):
+def build_network(*, weights: str | Path | None = None, image_size: int = IMAGE_SIZE, dropout: float = 0.3,
+                  name: str = "neuroscan"):
     """Xception backbone + global average pooling + two softmax heads.
 
     ``weights`` initialises the backbone: ``"imagenet"`` (Keras downloads or reads its
@@ -71,7 +72,36 @@ def build_network(*, weights: str | Path | None = None, image_size: int = IMAGE_
     classification = keras.layers.Dense(
         len(CLASS_NAMES), activation="softmax", dtype="float32", name=CLASSIFICATION_OUTPUT
     )(features)
-    return keras.Model(inputs, {PRESENCE_OUTPUT: presence, CLASSIFICATION_OUTPUT: classification}, name="neuroscan")
+    return keras.Model(inputs, {PRESENCE_OUTPUT: presence, CLASSIFICATION_OUTPUT: classification}, name=name)
+
+
+def build_ensemble(members: int, *, image_size: int = IMAGE_SIZE):
+    """``members`` independently trained networks behind one input, probabilities averaged.
+
+    With one member this is :func:`build_network`. Weights are ordered member by
+    member, so :func:`copy_weights` from trained single networks fills it in order.
+    """
+    if members == 1:
+        return build_network(image_size=image_size)
+    keras = _keras()
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    outputs = [build_network(image_size=image_size, name=f"member{k}")(inputs) for k in range(members)]
+    averaged = {
+        key: keras.layers.Average(name=f"{key}_mean", dtype="float32")([output[key] for output in outputs])
+        for key in (PRESENCE_OUTPUT, CLASSIFICATION_OUTPUT)
+    }
+    return keras.Model(inputs, averaged, name="neuroscan_ensemble")
+
+
+def copy_weights(target, sources: list) -> None:
+    """Assign the weights of ``sources`` (in order) to ``target``, as float32, checking shapes."""
+    values = [np.asarray(v, dtype=np.float32) for source in sources for v in source.weights]
+    if len(values) != len(target.weights):
+        raise WeightsMismatchError(f"{len(values)} source arrays for {len(target.weights)} target weights")
+    for variable, value in zip(target.weights, values):
+        if tuple(variable.shape) != value.shape:
+            raise WeightsMismatchError(f"{variable.path}: {value.shape} does not fit {variable.shape}")
+        variable.assign(value)
 
 
 def cut_layer_name(network, block: int) -> str:

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit-per-class", type=int, default=0, help="use only N images per class (smoke tests)")
     parser.add_argument("--max-steps-per-epoch", type=int, default=0)
     parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--ensemble-with", action="append", default=[], metavar="WORK_DIR",
+                        help="also ship the model trained in this earlier --work-dir (same split), averaged")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --work-dir")
     args = parser.parse_args(argv)
     train(TrainConfig(
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         learning_rate=args.learning_rate, cut_block=args.cut_block, augment_views=args.augment_views, seed=args.seed,
         validation_fraction=args.validation_fraction, precision=args.precision,
         limit_per_class=args.limit_per_class, max_steps_per_epoch=args.max_steps_per_epoch,
-        version=args.version, resume=args.resume,
+        version=args.version, resume=args.resume, ensemble_with=tuple(args.ensemble_with),
     ))
 
 

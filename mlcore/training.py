@@ -36,7 +36,9 @@ from mlcore.network import (
     CLASSIFICATION_OUTPUT,
     PRESENCE_OUTPUT,
     _keras,
+    build_ensemble,
     build_network,
+    copy_weights,
     save_weights,
     sha256_of,
     split_network,
@@ -48,6 +50,7 @@ MODEL_NAME = "neuroscan-xception"
 WEIGHTS_FILENAME = "neuroscan-xception.weights.npz"
 CARD_FILENAME = "model_card.json"
 VALIDATION_LIST_FILENAME = "validation_split.txt"
+RUN_RECORD = "run.json"
 
 
 @dataclass
@@ -73,6 +76,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0
     version: str = "1.0.0"
     resume: bool = False
+    ensemble_with: tuple[str, ...] = ()
 
 
 def code_version() -> str:
@@ -202,6 +206,13 @@ def train(config: TrainConfig) -> dict:
     weights_id = "imagenet" if config.weights == "imagenet" else (
         "none" if config.weights in ("", "none") else sha256_of(config.weights))
     cache_dir = work_dir / f"cache-{_cache_key(config, fingerprint, split, weights_id)}"
+    run_record = {
+        "data_fingerprint": fingerprint,
+        "split_sha256": hashlib.sha256(json.dumps(split.validation_indices.tolist()).encode()).hexdigest(),
+        "hyperparameters": {k: v for k, v in asdict(config).items()
+                            if k not in ("data_dir", "output_dir", "work_dir", "resume", "ensemble_with")},
+    }
+    (work_dir / RUN_RECORD).write_text(json.dumps(run_record, indent=2) + "\n")
 
     # Phase 1: float32 front, cached once.
     keras.mixed_precision.set_global_policy("float32")
@@ -271,11 +282,19 @@ def train(config: TrainConfig) -> dict:
         final_marker.touch()
     training_seconds = time.time() - started
 
-    # Phase 3: float32 network with the trained values, stored as float16.
+    # Phase 3: float32 network (or ensemble with earlier runs on the same split), stored as float16.
     keras.mixed_precision.set_global_policy("float32")
-    final = build_network(weights=None, image_size=config.image_size, dropout=config.dropout)
-    for target, source in zip(final.weights, network.weights):
-        target.assign(np.asarray(source, dtype=np.float32))
+    members, member_runs = [network], [run_record]
+    for other in config.ensemble_with:
+        other_record = json.loads((Path(other) / RUN_RECORD).read_text())
+        if other_record["split_sha256"] != run_record["split_sha256"]:
+            raise SystemExit(f"{other} was trained on another split; an ensemble must share the validation images")
+        member = build_network(weights=None, image_size=config.image_size, dropout=config.dropout)
+        member.load_weights(Path(other) / "trained.weights.h5")
+        members.append(member)
+        member_runs.append(other_record)
+    final = build_ensemble(len(members), image_size=config.image_size)
+    copy_weights(final, members)
     output_dir.mkdir(parents=True, exist_ok=True)
     weights_path = output_dir / WEIGHTS_FILENAME
     weights_sha = save_weights(final, weights_path)
@@ -295,13 +314,14 @@ def train(config: TrainConfig) -> dict:
         "class_names": list(CLASS_NAMES),
         "presence_labels": list(PRESENCE_LABELS),
         "test_time_augmentation": "hflip",
+        "ensemble_members": len(members),
+        "members": [record["hyperparameters"] for record in member_runs],
         "preprocessing": "mlcore.preprocessing.prepare_image: grayscale, centred black pad to square, "
                          "bilinear resize, x/127.5-1, gray->3 channels",
         "data": {"dir": str(config.data_dir), "fingerprint_sha256": fingerprint, "counts": dataset.counts(),
                  "skipped_folders": dataset.skipped_folders},
         "split": summary | {"validation_list": VALIDATION_LIST_FILENAME},
-        "hyperparameters": {k: v for k, v in asdict(config).items()
-                            if k not in ("data_dir", "output_dir", "work_dir", "resume")},
+        "hyperparameters": run_record["hyperparameters"],
         "code_version": code_version(),
         "training_seconds": round(training_seconds, 1),
     }

@@ -12,22 +12,39 @@ from mlcore.network import sha256_of
 pytestmark = pytest.mark.slow
 
 
+TINY_ARGS = ["--weights", "none", "--image-size", "71", "--epochs", "1", "--max-steps-per-epoch", "1",
+             "--batch-size", "4", "--validation-fraction", "0.34", "--precision", "float32", "--augment-views", "1"]
+
+
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """Train on 12 synthetic slices at 71x71 for one step; returns the model folder."""
+def tiny_data(tmp_path_factory):
     from tests.mlcore_tests.conftest import synthetic_slice
 
-    base = tmp_path_factory.mktemp("tiny")
-    root = base / "data"
+    root = tmp_path_factory.mktemp("tiny") / "data"
     for c, folder in enumerate(("glioma", "meningioma", "no_tumor", "pituitary")):
         (root / folder).mkdir(parents=True)
         for i in range(3):
             synthetic_slice(500 * c + i, 80).save(root / folder / f"{i}.png")
-    out = base / "model"
-    train.main([str(root), "--weights", "none", "--image-size", "71", "--epochs", "1",
-                "--max-steps-per-epoch", "1", "--batch-size", "4", "--validation-fraction", "0.34",
-                "--output", str(out), "--work-dir", str(base / "work"), "--precision", "float32"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_data):
+    """Train on 12 synthetic slices at 71x71 for one step; returns the model folder."""
+    out = tiny_data.parent / "model"
+    train.main([str(tiny_data), *TINY_ARGS, "--output", str(out), "--work-dir", str(tiny_data.parent / "work")])
     return out
+
+
+def test_a_second_run_can_ship_as_an_ensemble_with_the_first(tiny_model, tiny_data, tmp_path):
+    out = tmp_path / "ensemble"
+    train.main([str(tiny_data), *TINY_ARGS, "--seed", "42", "--output", str(out), "--work-dir", str(tmp_path / "w2"),
+                "--ensemble-with", str(tiny_data.parent / "work")])
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["ensemble_members"] == 2 and len(card["members"]) == 2
+    predictor = Predictor(out)
+    single = Predictor(tiny_model)
+    assert len(predictor.network.weights) == 2 * len(single.network.weights)
 
 
 def test_a_tiny_training_run_writes_weights_card_and_plots(tiny_model):
