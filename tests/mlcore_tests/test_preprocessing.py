@@ -21,7 +21,7 @@ class RecordingNetwork:
         self.seen.append(np.array(batch))
         return np.zeros((len(batch), 2, 2, 1), dtype=np.float32)
 
-    def __call__(self, batch, training=False):  # Keras Model.__call__ used by inference
+    def predict_on_batch(self, batch):  # Keras Model.predict_on_batch used by inference
         self.seen.append(np.array(batch))
         n = len(batch)
         return {"presence": np.tile([0.9, 0.1], (n, 1)), "classification": np.tile([0.1, 0.1, 0.7, 0.1], (n, 1))}
