@@ -82,3 +82,15 @@ def client_for(db) -> Callable[[User | None], Client]:
 
     return build
 
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Remove the test database's WAL files: Django deletes the file-based test
+    database (tests.settings) but not the -wal and -shm files SQLite keeps next to it."""
+    from django.conf import settings
+
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if name:
+        for suffix in ("-wal", "-shm"):
+            Path(f"{name}{suffix}").unlink(missing_ok=True)
