@@ -10,7 +10,6 @@ or anything in the web process, never loads TensorFlow.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlcore.constants import CLASS_NAMES, IMAGE_SIZE, PRESENCE_LABELS
+from mlcore.dataset import file_sha256 as sha256_of  # re-exported: the weights' identity
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -158,11 +158,3 @@ def load_weights(network, path: str | Path) -> None:
             if tuple(array.shape) != tuple(variable.shape):
                 raise WeightsMismatchError(f"{key}: shape {array.shape} does not fit {variable.path} {variable.shape}")
             variable.assign(array.astype(variable.dtype))
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -103,7 +103,12 @@ def test_a_missing_model_card_is_a_clear_error(tmp_path):
 
 
 def test_shipped_model_loads_offline_and_reads_real_scans(shared_data, monkeypatch):
-    """The committed model must classify held-out real scans without any network access."""
+    """The committed model must read held-out real scans right, without any network access.
+
+    Twenty scans the model never trained on (the first five of each class in the model
+    card's validation list). The model is ~99% accurate, not infallible, so one miss
+    per stage is tolerated; an untrained or mis-wired model gets about a quarter right.
+    """
 
     def no_network(*args, **kwargs):
         raise AssertionError("the shipped model tried to reach the network")
@@ -114,11 +119,16 @@ def test_shipped_model_loads_offline_and_reads_real_scans(shared_data, monkeypat
     picks = {}
     for rel in held_out:
         picks.setdefault(rel.split("/")[0], []).append(rel)
-    chosen = [rel for folder in sorted(picks) for rel in picks[folder][:3]]
+    chosen = [rel for folder in sorted(picks) for rel in picks[folder][:5]]
     results = Predictor().predict([shared_data / rel for rel in chosen])
     folder_to_class = {"glioma": "glioma", "meningioma": "meningioma", "notumor": "normal", "pituitary": "pituitary"}
-    for rel, result in zip(chosen, results):
-        expected = folder_to_class[rel.split("/")[0]]
-        assert result.classification.label == expected, rel
-        assert result.presence.label == ("normal" if expected == "normal" else "tumor"), rel
+    expected = [folder_to_class[rel.split("/")[0]] for rel in chosen]
+    wrong_type = [rel for rel, want, r in zip(chosen, expected, results) if r.classification.label != want]
+    wrong_presence = [rel for rel, want, r in zip(chosen, expected, results)
+                      if r.presence.label != ("normal" if want == "normal" else "tumor")]
+    assert len(chosen) == 20
+    assert len(wrong_type) <= 1, f"tumor type wrong for {wrong_type}"
+    assert len(wrong_presence) <= 1, f"presence wrong for {wrong_presence}"
+    for result in results:
         assert np.isclose(sum(result.classification.probabilities.values()), 1.0, atol=1e-4)
+        assert result.model.sha256 == card["weights_sha256"]
