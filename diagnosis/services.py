@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
@@ -22,6 +21,7 @@ from accounts.models import User
 from diagnosis.models import Case, CaseEvent, Patient, Review, Scan, UploadBatch
 from diagnosis.models import AnalysisRun, InvalidStatusTransition, Prediction
 from diagnosis.validators import ValidatedScan
+from mlcore.preprocessing import stretch_to_8bit
 
 logger = logging.getLogger(__name__)
 
@@ -191,13 +191,8 @@ def make_thumbnail(image_file) -> bytes:
     image_file.seek(0)
     with Image.open(image_file) as image:
         image = ImageOps.exif_transpose(image)
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            # 16-bit greyscale (common for MRI exports): stretch to 8 bits for display.
-            pixels = np.asarray(image, dtype=np.float32)
-            low, high = float(pixels.min()), float(pixels.max())
-            scale = 255.0 / (high - low) if high > low else 0.0
-            image = Image.fromarray(((pixels - low) * scale).astype(np.uint8), mode="L")
-        elif image.mode not in ("L", "RGB"):
+        image = stretch_to_8bit(image)
+        if image.mode not in ("L", "RGB"):
             image = image.convert("RGB")
         image.thumbnail(THUMBNAIL_SIZE)
         out = io.BytesIO()

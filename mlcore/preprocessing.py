@@ -68,6 +68,23 @@ def _looks_like_dicom(source) -> bool:
     return False
 
 
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def stretch_to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit or float grayscale (common in MRI exports) stretched min..max to 8-bit "L".
+
+    Other modes are returned unchanged. Shared by the model input and the portal's
+    thumbnails, so both show the same gray levels.
+    """
+    if image.mode not in WIDE_MODES:
+        return image
+    array = np.asarray(image, dtype=np.float32)
+    low, high = float(array.min()), float(array.max())
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return Image.fromarray(((array - low) * scale).astype(np.uint8))
+
+
 def to_grayscale_square(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
     """Grayscale, pad to a centred square with black, resize to ``size``.
 
@@ -75,11 +92,7 @@ def to_grayscale_square(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Ima
     gray values, so everything goes through 8-bit luminance first. Padding instead of
     cropping keeps the whole skull in view; black is the MRI background.
     """
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float32)
-        low, high = float(array.min()), float(array.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        image = Image.fromarray(((array - low) * scale).astype(np.uint8))
+    image = stretch_to_8bit(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
