@@ -105,16 +105,22 @@ def copy_weights(target, sources: list) -> None:
 
 
 def cut_layer_name(network, block: int) -> str:
-    """Name of the layer whose output ends Xception block ``block`` (the residual add)."""
+    """Name of the layer whose output ends Xception block ``block`` (the residual add).
+
+    Blocks 2..4 (entry flow) end with a pooled branch added to a strided residual;
+    blocks 5..12 (middle flow) with their third separable convolution added to the input.
+    """
     keras = _keras()
-    names = [layer.name for layer in network.layers]
-    last_bn = f"block{block}_sepconv3_bn"
-    if last_bn not in names:
-        raise ValueError(f"Xception has no middle-flow block {block} (choose 5..12)")
-    candidate = network.layers[names.index(last_bn) + 1]
-    if not isinstance(candidate, keras.layers.Add):
-        raise ValueError(f"unexpected layer {candidate.name} after {last_bn}")
-    return candidate.name
+    names = {layer.name for layer in network.layers}
+    last = f"block{block}_pool" if 2 <= block <= 4 else f"block{block}_sepconv3_bn"
+    if not 2 <= block <= 12 or last not in names:
+        raise ValueError(f"Xception has no block {block} to cut after (choose 2..12)")
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.Add) and any(
+            tensor._keras_history.operation.name == last for tensor in layer.input
+        ):
+            return layer.name
+    raise ValueError(f"no residual add follows {last}")
 
 
 def split_network(network, block: int):
