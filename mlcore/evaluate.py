@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default=None, help="model folder (default: the shipped model)")
     parser.add_argument("--split", choices=["all", "validation"], default="all")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--predictions", metavar="OUT.csv", help="also write every image's prediction "
+                        "and probabilities here (to see which scans are missed)")
     args = parser.parse_args(argv)
 
     dataset = data.discover(args.data_dir)
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             print("note: this is the model's training folder; most images were trained on. "
                   "Use --split validation for held-out numbers.", file=sys.stderr)
     report = evaluate_paths([i.path for i in dataset.images], np.array([i.label_index for i in dataset.images]),
-                            model_dir=args.model_dir, batch_size=args.batch_size)
+                            model_dir=args.model_dir, batch_size=args.batch_size,
+                            predictions_csv=args.predictions)
     report["data_dir"] = str(args.data_dir)
     report["split"] = args.split
     print(render_table(report))

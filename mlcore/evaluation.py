@@ -1,6 +1,7 @@
 """Metrics for both stages, computed the way the published system reports them."""
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 
@@ -53,11 +54,31 @@ def compute_metrics(true_classes: np.ndarray, presence_probs: np.ndarray, class_
     return {"presence": presence, "classification": classification}
 
 
+def write_predictions_csv(path: str | Path, paths: list[Path], true_classes: np.ndarray,
+                          presence_probs: np.ndarray, class_probs: np.ndarray) -> None:
+    """One row per image: what it is, what the model said, and every probability.
+
+    This is the list to read when a metric drops: which scans were missed and how
+    confidently.
+    """
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true_type", "predicted_type", "correct", "predicted_presence"]
+                        + [f"p_{name}" for name in CLASS_NAMES] + [f"p_{PRESENCE_LABELS[1]}"])
+        for image, truth, presence, classes in zip(paths, true_classes, presence_probs, class_probs):
+            predicted = int(np.argmax(classes))
+            writer.writerow([str(image), CLASS_NAMES[truth], CLASS_NAMES[predicted], int(predicted == truth),
+                             PRESENCE_LABELS[int(np.argmax(presence))]]
+                            + [f"{v:.4f}" for v in classes] + [f"{presence[1]:.4f}"])
+
+
 def evaluate_paths(paths: list[Path], true_classes: np.ndarray, *, model_dir=None, batch_size: int = 32,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, predictions_csv: str | Path | None = None) -> dict:
     """Run the shipped predictor over ``paths`` and return the evaluation report.
 
     Unreadable files are listed under ``"unreadable"`` and left out of the metrics.
+    ``predictions_csv``, when given, receives every image's prediction
+    (:func:`write_predictions_csv`).
     """
     from tqdm import tqdm
 
@@ -82,6 +103,9 @@ def evaluate_paths(paths: list[Path], true_classes: np.ndarray, *, model_dir=Non
     elapsed = time.perf_counter() - started
     presence_probs = np.concatenate(presence_all) if presence_all else np.zeros((0, len(PRESENCE_LABELS)))
     class_probs = np.concatenate(class_all) if class_all else np.zeros((0, len(CLASS_NAMES)))
+    if predictions_csv:
+        write_predictions_csv(predictions_csv, [paths[i] for i in kept], np.asarray(true_classes)[kept],
+                              presence_probs, class_probs)
     model = {"name": predictor.info.name, "version": predictor.info.version, "sha256": predictor.info.sha256}
     report = {
         "n": len(kept),

@@ -132,3 +132,55 @@ def test_shipped_model_loads_offline_and_reads_real_scans(shared_data, monkeypat
     for result in results:
         assert np.isclose(sum(result.classification.probabilities.values()), 1.0, atol=1e-4)
         assert result.model.sha256 == card["weights_sha256"]
+
+
+def test_evaluate_command_writes_the_agreed_json_and_a_per_image_list(tiny_model, tiny_data, tmp_path):
+    """Other tools parse this JSON; a renamed key would break them silently."""
+    import csv
+
+    from mlcore import evaluate
+
+    out_json, out_csv = tmp_path / "report.json", tmp_path / "predictions.csv"
+    evaluate.main([str(tiny_data), "--model-dir", str(tiny_model), "--json", str(out_json),
+                   "--predictions", str(out_csv)])
+    report = json.loads(out_json.read_text())
+    assert report["n"] == 12
+    assert set(report["models"]) == {"presence", "classifier"}
+    assert set(report["models"]["classifier"]) == {"name", "version", "sha256"}
+    assert set(report["presence"]) >= {"accuracy", "precision", "recall", "f1", "confusion_matrix", "labels"}
+    assert report["presence"]["labels"] == ["normal", "tumor"]
+    classification = report["classification"]
+    assert set(classification) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "per_class",
+                                   "confusion_matrix", "labels"}
+    assert set(classification["per_class"]["glioma"]) == {"precision", "recall", "f1", "support"}
+    assert all(0.0 <= classification[k] <= 1.0 for k in ("accuracy", "precision_macro", "f1_macro"))
+    assert report["seconds_per_image"] > 0
+
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 12
+    assert {row["true_type"] for row in rows} == {"glioma", "meningioma", "normal", "pituitary"}
+    correct = sum(int(row["correct"]) for row in rows)
+    assert correct == round(classification["accuracy"] * 12)
+    assert all(abs(sum(float(row[f"p_{c}"]) for c in classification["labels"]) - 1) < 1e-3 for row in rows)
+
+
+@pytest.mark.parametrize("block", [3, 4, 8])
+def test_front_and_tail_compose_to_the_whole_network(block):
+    """Training caches the front and trains the tail: they must compute the same as the network."""
+    from mlcore.network import build_network, split_network
+
+    network = build_network(weights=None, image_size=71)
+    front, tail = split_network(network, block)
+    x = np.random.default_rng(block).uniform(-1, 1, (2, 71, 71, 3)).astype("float32")
+    whole = network.predict(x, verbose=0)
+    composed = tail.predict(front.predict(x, verbose=0), verbose=0)
+    for key in whole:
+        np.testing.assert_allclose(composed[key], whole[key], atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [1, 13])
+def test_cutting_outside_the_cacheable_blocks_is_refused(block):
+    from mlcore.network import build_network, split_network
+
+    with pytest.raises(ValueError, match="choose 2..12"):
+        split_network(build_network(weights=None, image_size=71), block)
