@@ -115,10 +115,9 @@ def cut_layer_name(network, block: int) -> str:
     last = f"block{block}_pool" if 2 <= block <= 4 else f"block{block}_sepconv3_bn"
     if not 2 <= block <= 12 or last not in names:
         raise ValueError(f"Xception has no block {block} to cut after (choose 2..12)")
+    ending = network.get_layer(last).output
     for layer in network.layers:
-        if isinstance(layer, keras.layers.Add) and any(
-            tensor._keras_history.operation.name == last for tensor in layer.input
-        ):
+        if isinstance(layer, keras.layers.Add) and any(tensor is ending for tensor in layer.input):
             return layer.name
     raise ValueError(f"no residual add follows {last}")
 

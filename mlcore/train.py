@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--cut-block", type=int, default=8, help="blocks after this one are fine-tuned (2..12); earlier ones are cached")
+    parser.add_argument("--cut-block", type=int, default=8,
+                        help="blocks after this one are fine-tuned (2..12); earlier ones are cached")
     parser.add_argument("--augment-views", type=int, default=2,
                         help="randomly augmented copies of each training image to cache (besides the mirror)")
     parser.add_argument("--seed", type=int, default=42)
