@@ -103,9 +103,9 @@ def evaluate_paths(paths: list[Path], true_classes: np.ndarray, *, model_dir=Non
     elapsed = time.perf_counter() - started
     presence_probs = np.concatenate(presence_all) if presence_all else np.zeros((0, len(PRESENCE_LABELS)))
     class_probs = np.concatenate(class_all) if class_all else np.zeros((0, len(CLASS_NAMES)))
+    kept_classes = np.asarray(true_classes)[kept]
     if predictions_csv:
-        write_predictions_csv(predictions_csv, [paths[i] for i in kept], np.asarray(true_classes)[kept],
-                              presence_probs, class_probs)
+        write_predictions_csv(predictions_csv, [paths[i] for i in kept], kept_classes, presence_probs, class_probs)
     model = {"name": predictor.info.name, "version": predictor.info.version, "sha256": predictor.info.sha256}
     report = {
         "n": len(kept),
@@ -113,7 +113,7 @@ def evaluate_paths(paths: list[Path], true_classes: np.ndarray, *, model_dir=Non
             "presence": model | {"name": f"{predictor.info.name}/presence"},
             "classifier": model | {"name": f"{predictor.info.name}/classifier"},
         },
-        **compute_metrics(np.asarray(true_classes)[kept], presence_probs, class_probs),
+        **compute_metrics(kept_classes, presence_probs, class_probs),
         "seconds_per_image": elapsed / max(1, len(kept)),
         "unreadable": unreadable,
     }
